@@ -80,7 +80,8 @@ class SeriesInfo:
     def summary(self) -> str:
         """One line: UID, modality, description, number of files."""
         desc = f' "{self.description}"' if self.description else ""
-        return f"{self.series_uid} {self.modality or '?'}{desc} ({self.n_files} files)"
+        n = self.n_files
+        return f"{self.series_uid} {self.modality or '?'}{desc} ({n} file{'s' if n != 1 else ''})"
 
 
 @dataclass
@@ -251,7 +252,11 @@ def choose_series(
             f"{len(candidates)} series in one folder: "
             + "; ".join(s.summary() for s in candidates),
             path=folder,
-            hint="choose one with --modality MR|CT|PT or --series UID",
+            hint=(
+                "choose one with --series UID"
+                if len({s.modality for s in candidates}) == 1
+                else "choose one with --modality MR|CT|PT or --series UID"
+            ),
         )
     return candidates[0]
 

@@ -1,0 +1,46 @@
+"""``mescc info PATH...``: what each volume is (modality, grid, value range, identifiers)."""
+
+from __future__ import annotations
+
+import json
+
+from .. import study
+
+HELP = "describe volumes: modality, size, spacing, origin, direction, value range, identifiers"
+DESCRIPTION = (
+    "Load each PATH (a DICOM folder or file, NIfTI, NRRD or MHA) as a 3D volume and describe it. "
+    "A DICOM folder holding several series needs --modality or --series to choose one. "
+    "Nothing is written."
+)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="DICOM folder or file, .nii/.nii.gz, .nrrd, .mha"
+    )
+    parser.add_argument(
+        "--modality",
+        type=str.upper,
+        choices=study.MODALITIES,
+        help="choose the DICOM series of this modality (and label a NIfTI/NRRD/MHA file with it)",
+    )
+    parser.add_argument(
+        "--series", metavar="UID", help="choose the DICOM series with this SeriesInstanceUID"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+def run(args, term) -> int:
+    described = []
+    for i, path in enumerate(args.paths):
+        term.stage(f"load {i + 1}/{len(args.paths)}")
+        volume = study.load_volume(
+            path, modality=args.modality, series_uid=args.series, progress=term.progress
+        )
+        described.append(study.describe(volume))
+    term.finish()
+    if args.json:
+        print(json.dumps(described, indent=2))
+    else:
+        print("\n\n".join(study.format_description(d) for d in described))
+    return 0
