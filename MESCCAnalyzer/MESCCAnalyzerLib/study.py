@@ -21,7 +21,10 @@ slice spacing, a truncated or non-image file, a 4D, 2D or multi-component image.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +108,92 @@ def _format_name(path: Path) -> str:
     return path.suffix.lstrip(".") or "image"
 
 
+def _inflate_count(f, wbits: int, first: bytes = b"") -> tuple[int, bool]:
+    """Bytes a zlib/gzip stream inflates to, and whether it ended properly (members chained)."""
+    d = zlib.decompressobj(wbits)
+    total, chunk = 0, first
+    try:
+        while True:
+            if not chunk:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+            total += len(d.decompress(chunk))
+            chunk = b""
+            while d.eof and d.unused_data:  # a further gzip member
+                rest = d.unused_data
+                d = zlib.decompressobj(wbits)
+                total += len(d.decompress(rest))
+        total += len(d.flush())
+    except zlib.error:
+        return total, False
+    return total, d.eof
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    for endian in "<>":
+        if struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            vox_offset = struct.unpack(endian + "f", header[108:112])[0]
+            n = 1
+            for d in dims[1 : 1 + max(0, min(dims[0], 7))]:
+                n *= max(int(d), 1)
+            return int(vox_offset) + n * max(int(bitpix), 8) // 8
+    return None
+
+
+def _check_complete(path: Path, image: sitk.Image) -> None:
+    """Refuse a truncated file: ITK reads short NIfTI/NRRD/MHA data without complaint."""
+    name = path.name.lower()
+    expected = (
+        int(np.prod(image.GetSize()))
+        * image.GetNumberOfComponentsPerPixel()
+        * image.GetSizeOfPixelComponent()
+    )
+    available = None  # bytes of pixel data (or of the whole NIfTI) actually present
+    complete = True
+    with open(path, "rb") as f:
+        if name.endswith(".nii.gz"):
+            available, complete = _inflate_count(f, 16 + zlib.MAX_WBITS)
+            with gzip.open(path, "rb") as g:
+                try:
+                    expected = _nifti_expected_bytes(g.read(348)) or 0
+                except (OSError, EOFError):
+                    expected, complete = 1, False
+        elif name.endswith(".nii"):
+            expected = _nifti_expected_bytes(f.read(348)) or 0
+            available = path.stat().st_size
+        elif name.endswith((".nrrd", ".mha")):
+            data = f.read(1 << 16)
+            sep = b"\n\n" if name.endswith(".nrrd") else b"ElementDataFile = LOCAL"
+            at = data.find(sep)
+            if at < 0:
+                return  # detached data or an unusual header: ITK's own checks apply
+            header = data[:at].decode("latin-1").lower()
+            start = at + len(sep)
+            if name.endswith(".mha"):
+                start = data.find(b"\n", start) + 1
+            if name.endswith(".nrrd") and ("data file:" in header or "datafile:" in header):
+                return
+            rest = data[start:]
+            if ("encoding: gzip" in header) or ("encoding: gz" in header):
+                available, complete = _inflate_count(f, 16 + zlib.MAX_WBITS, rest)
+            elif "compresseddata = true" in header:
+                available, complete = _inflate_count(f, zlib.MAX_WBITS, rest)
+            elif name.endswith(".mha") or "encoding: raw" in header:
+                available = path.stat().st_size - start
+            else:
+                return  # text encodings: ITK fails on short data itself
+    if available is None:
+        return
+    if not complete or available < expected:
+        raise InputError(
+            f"truncated or corrupt file: {available} of {expected} bytes of image data present",
+            path=path,
+        )
+
+
 def _read_image_file(path: Path) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
@@ -118,9 +207,14 @@ def _read_image_file(path: Path) -> sitk.Image:
                 "not an image file SimpleITK can read (not NIfTI, NRRD, MHA or DICOM)",
                 path=path,
             ) from None
+        detail = "" if message.startswith("Reason:") else f" ({message})"
         raise InputError(
-            f"cannot read the image: truncated or corrupt file ({message})", path=path
+            f"cannot read the image: truncated or corrupt file{detail}", path=path
         ) from None
+    try:
+        _check_complete(path, image)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", path=path) from None
     return _check_scalar_3d(image, path)
 
 
