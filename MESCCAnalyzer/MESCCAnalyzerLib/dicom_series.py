@@ -81,7 +81,7 @@ class SeriesInfo:
         """One line: UID, modality, description, number of files."""
         desc = f' "{self.description}"' if self.description else ""
         n = self.n_files
-        return f"{self.series_uid} {self.modality or '?'}{desc} ({n} file{'s' if n != 1 else ''})"
+        return f"{self.series_uid or '(no SeriesInstanceUID)'} {self.modality or '?'}{desc} ({n} file{'s' if n != 1 else ''})"
 
 
 @dataclass

@@ -823,9 +823,14 @@ def pet_to_suv(
         series = dicom_series.scan_folder(
             path, progress=sub_progress(progress, 0.0, 0.3), cancel=cancel
         )
-        chosen = dicom_series.choose_series(
-            series, folder=path, modality="PT", series_uid=series_uid
-        )
+        pet = [s for s in series if s.modality == "PT"]
+        if not pet:
+            raise InputError(
+                "no PET (PT) series; found: " + "; ".join(s.summary() for s in series),
+                path=path,
+                hint="give a PET DICOM series",
+            )
+        chosen = dicom_series.choose_series(pet, folder=path, series_uid=series_uid)
     else:
         ds = dicom_series.read_header(path)
         if ds is None:
