@@ -363,3 +363,20 @@ def test_bad_inputs_raise_one_clear_input_error(tmp_path, make, expected):
 def test_unknown_modality_is_refused():
     with pytest.raises(InputError, match="unknown modality 'US'"):
         study.load_image("whatever", modality="US")
+
+
+def test_dicom_file_without_preamble_is_read(shared_data, tmp_path):
+    """Old exports lack the 128-byte preamble and DICM marker; they are still DICOM."""
+    src = shared_data / "pet_dicom_flt" / "flt_pet_slice_1.dcm"
+    ds = pydicom.dcmread(src)
+    ds.preamble = None
+    del ds.file_meta
+    target = tmp_path / "old.dcm"
+    ds.save_as(target, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert target.read_bytes()[128:132] != b"DICM"
+    loaded = study.load_volume(target)
+    reference = study.load_image(src)
+    assert loaded.modality == "PT" and loaded.image.GetOrigin() == reference.GetOrigin()
+    np.testing.assert_array_equal(
+        sitk.GetArrayViewFromImage(loaded.image), sitk.GetArrayViewFromImage(reference)
+    )

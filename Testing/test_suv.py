@@ -289,3 +289,14 @@ def test_pet_series_uses_each_slice_slope_and_sorts_by_position(tmp_path):
 def test_non_pet_series_is_refused(shared_data):
     with pytest.raises(InputError, match=r"no PET \(PT\) series"):
         suv.pet_to_suv(shared_data / "ct_dicom_pet_ct_scanner" / "dicom")
+
+
+def test_suv_of_a_file_without_preamble(shared_data, tmp_path):
+    ds = pydicom.dcmread(shared_data / "pet_dicom_flt" / "flt_pet_slice_2.dcm")
+    ds.preamble = None
+    del ds.file_meta
+    ds.save_as(
+        tmp_path / "old.dcm", enforce_file_format=False, implicit_vr=True, little_endian=True
+    )
+    _, info = suv.pet_to_suv(tmp_path / "old.dcm")
+    assert info.factor == pytest.approx(4.7355e-4, abs=5e-9)  # MANIFEST, 5 digits

@@ -114,16 +114,35 @@ def _float(value, default: float) -> float:
 
 
 def read_header(path: str | os.PathLike):
-    """Read a DICOM file's header (no pixels); return the pydicom Dataset or ``None``."""
+    """Read a DICOM file's header (no pixels); return the pydicom Dataset or ``None``.
+
+    Files without the 128-byte preamble and ``DICM`` marker (old ACR-NEMA style exports) are
+    retried with ``force=True`` when their name looks like DICOM (``.dcm``, ``.ima``,
+    ``.dicom`` or no extension), and kept only if they carry image attributes.
+    """
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
-        return None
+    except InvalidDicomError:
+        pass
     except Exception:  # pydicom may raise odd errors on garbage; the file is simply not DICOM
         return None
+    if Path(path).suffix.lower() not in ("", ".dcm", ".dicom", ".ima"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(os.fspath(path), stop_before_pixels=True, force=True)
+            if "Rows" in ds and "Columns" in ds and ("SOPClassUID" in ds or "Modality" in ds):
+                int(ds.Rows), int(ds.Columns)
+                return ds
+    except Exception:
+        pass
+    return None
 
 
 def slice_header(path: Path, ds) -> SliceHeader | None:

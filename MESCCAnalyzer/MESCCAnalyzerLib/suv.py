@@ -856,7 +856,7 @@ def pet_to_suv(
         if progress is not None:
             progress(0.3 + 0.7 * k / n, "converting to SUV")
         try:
-            ds = pydicom.dcmread(str(file))
+            ds = pydicom.dcmread(str(file), force=True)  # a DICOM file, checked when scanned
         except Exception as exc:
             raise InputError(f"cannot read the DICOM file: {exc}", path=file) from None
         values = _slice_values(file, ds)
