@@ -300,3 +300,13 @@ def test_suv_of_a_file_without_preamble(shared_data, tmp_path):
     )
     _, info = suv.pet_to_suv(tmp_path / "old.dcm")
     assert info.factor == pytest.approx(4.7355e-4, abs=5e-9)  # MANIFEST, 5 digits
+
+
+def test_missing_scan_times_name_the_tag_and_accept_scan_time():
+    header = _header(series_time=None, acquisition_time=None)
+    with pytest.raises(MissingTagError) as err:
+        suv.compute_suv(header)
+    assert "SeriesTime (0008,0031)" in str(err.value) and "--scan-time" in str(err.value)
+    info = suv.compute_suv(header, overrides=suv.SUVOverrides(scan_time="114946.2"))
+    assert 5000 * info.factor == pytest.approx(2.0, rel=1e-12)  # one half-life again
+    assert info.reference_source.endswith("(--scan-time)")

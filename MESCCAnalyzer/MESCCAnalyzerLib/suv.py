@@ -58,8 +58,8 @@ _TAGS = {
     "RadionuclideTotalDose": ("(0018,1074)", "--dose-mbq"),
     "RadionuclideHalfLife": ("(0018,1075)", "--half-life-s"),
     "RadiopharmaceuticalStartTime": ("(0018,1072)", "--injection-time"),
-    "SeriesTime": ("(0008,0031)", None),
-    "AcquisitionTime": ("(0008,0032)", None),
+    "SeriesTime": ("(0008,0031)", "--scan-time"),
+    "AcquisitionTime": ("(0008,0032)", "--scan-time"),
     "Units": ("(0054,1001)", None),
     "DecayCorrection": ("(0054,1102)", None),
 }
@@ -306,6 +306,9 @@ class SUVOverrides:
     height_m: float | None = None
     sex: str | None = None  # "M" or "F"
     half_life_s: float | None = None
+    scan_time: str | None = (
+        None  # decay reference: "HHMMSS[.ffffff]" (series date) or "YYYYMMDDHHMMSS"
+    )
 
     def given(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -425,9 +428,30 @@ def _time_of(h: PETHeader, keyword: str, day, tm):
         raise InputError(f"{keyword}: {exc}", path=h.source or None) from None
 
 
-def _scan_reference(headers: list[PETHeader]) -> tuple[datetime, str]:
+def _given_time(text: str, day: date | None, option: str) -> tuple[datetime, bool]:
+    """A time typed by hand: ``YYYYMMDDHHMMSS`` (explicit date) or ``HHMMSS`` on ``day``."""
+    text = text.strip()
+    try:
+        if len(text.split(".")[0]) >= 12:
+            return parse_dt(text), True
+        return _combine(day, parse_tm(text)), False
+    except ValueError as exc:
+        raise InputError(f"{option} {text!r}: {exc}", hint="use HHMMSS or YYYYMMDDHHMMSS") from None
+
+
+def _header_day(h: PETHeader) -> date | None:
+    try:
+        return parse_da(h.series_date or h.acquisition_date)
+    except ValueError:
+        return None
+
+
+def _scan_reference(headers: list[PETHeader], overrides: SUVOverrides) -> tuple[datetime, str]:
     """The START decay reference: series time, or the earliest acquisition (QIBA)."""
     h0 = headers[0]
+    if overrides.scan_time:
+        when, _ = _given_time(overrides.scan_time, _header_day(h0), "--scan-time")
+        return when, "scan time supplied by hand (--scan-time)"
     series_dt = _time_of(h0, "SeriesTime", h0.series_date or h0.acquisition_date, h0.series_time)
     acq = [
         _time_of(h, "AcquisitionTime", h.acquisition_date or h.series_date, h.acquisition_time)
@@ -456,19 +480,11 @@ def _scan_reference(headers: list[PETHeader]) -> tuple[datetime, str]:
 def _injection(
     h0: PETHeader, overrides: SUVOverrides, reference: datetime, notes: list
 ) -> datetime:
-    text = overrides.injection_time
     explicit_date = False
-    if text:
-        text = text.strip()
-        try:
-            if len(text.split(".")[0]) >= 12:
-                start, explicit_date = parse_dt(text), True
-            else:
-                start = _combine(reference.date(), parse_tm(text))
-        except ValueError as exc:
-            raise InputError(
-                f"--injection-time {text!r}: {exc}", hint="use HHMMSS or YYYYMMDDHHMMSS"
-            ) from None
+    if overrides.injection_time:
+        start, explicit_date = _given_time(
+            overrides.injection_time, reference.date(), "--injection-time"
+        )
     elif h0.injection_datetime:
         try:
             start, explicit_date = parse_dt(h0.injection_datetime), True
@@ -711,7 +727,7 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
     info.half_life_s = half_life
     lam = math.log(2.0) / half_life
     if decay == "START":
-        reference, how = _scan_reference(headers)
+        reference, how = _scan_reference(headers, overrides)
         start = _injection(h0, overrides, reference, info.notes)
         dt = (reference - start).total_seconds()
         factor = 2.0 ** (-dt / half_life)
@@ -725,6 +741,8 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
     start = None
     for h in headers:
         t0 = _time_of(h, "AcquisitionTime", h.acquisition_date or h.series_date, h.acquisition_time)
+        if t0 is None and overrides.scan_time:
+            t0, _ = _given_time(overrides.scan_time, _header_day(h), "--scan-time")
         if t0 is None:
             raise _missing(
                 "AcquisitionTime", h.source or None, "DecayCorrection NONE needs each slice's time"

@@ -60,6 +60,11 @@ def add_arguments(parser) -> None:
         help="injection time, HHMMSS on the scan's date or YYYYMMDDHHMMSS (replaces RadiopharmaceuticalStartTime)",
     )
     parser.add_argument(
+        "--scan-time",
+        metavar="HHMMSS",
+        help="decay reference (scan start) time, HHMMSS on the series date or YYYYMMDDHHMMSS (replaces SeriesTime/AcquisitionTime)",
+    )
+    parser.add_argument(
         "--height-m", type=_positive, help="patient height in metres (replaces PatientSize)"
     )
     parser.add_argument(
@@ -102,6 +107,7 @@ def run(args, term) -> int:
         height_m=args.height_m,
         sex=args.sex,
         half_life_s=args.half_life_s,
+        scan_time=args.scan_time,
     )
     term.stage("SUV")
     image, info = suv.pet_to_suv(
