@@ -1,0 +1,464 @@
+"""3D cord compression metrics: from a labelmap (and optionally an SUV image) to numbers,
+a sections table, surface models and the Bilsky grade.
+
+:func:`compute_metrics` runs the stages (crop, centreline, sections, surfaces, distances,
+Bilsky, uptake) and returns a :class:`MetricsResult`; :func:`write_metrics` writes
+``metrics.json``, ``sections.csv`` and ``models/*.vtp``. :func:`read_labels` reads a labelmap
+(NIfTI, NRRD, MHA, ...) or a Slicer ``.seg.nrrd`` with segments named ``spinal_cord``,
+``csf``, ``epidural_mass``, ``vertebrae``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+
+from . import (
+    LABEL_BONE,
+    LABEL_CORD,
+    LABEL_CSF,
+    LABEL_MASS,
+    LABEL_NAMES,
+    bilsky,
+    compression,
+    surfaces,
+    uptake,
+)
+from .centerline import Centerline, fit_centerline, voxel_points_lps
+from .errors import ComputationError, InputError
+from .outputs import atomic_dir, write_json, write_text
+from .progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
+
+CROP_MARGIN_MM = 12.0
+DISTANCE_TO_CORD = "DistanceToCord_mm"
+DISTANCE_TO_MASS = "DistanceToMass_mm"
+MODEL_FILES = {
+    "cord": "cord.vtp",
+    "sac": "thecal_sac.vtp",
+    "mass": "mass.vtp",
+    "centerline": "cord_centerline.vtp",
+}
+
+
+@dataclass
+class MetricsResult:
+    """Everything ``mescc metrics`` reports."""
+
+    metrics: dict
+    sections: compression.Sections
+    models: dict[str, vtk.vtkPolyData]  # cord, sac, mass, centerline (LPS)
+    centerline: Centerline
+    facts: bilsky.BilskyFacts
+    timings_s: dict = field(default_factory=dict)
+
+    def sections_csv(self) -> str:
+        """The sections table as CSV text (one row per section, units in the headers)."""
+        cols = self.sections.columns()
+        names = list(cols)
+        buf = io.StringIO()
+        buf.write(",".join(names) + "\n")
+        for r in range(len(self.sections.arc_mm)):
+            row = []
+            for n in names:
+                v = cols[n][r]
+                row.append(
+                    ""
+                    if not np.isfinite(v)
+                    else (f"{int(v)}" if n == "valid" else f"{float(v):.4f}")
+                )
+            buf.write(",".join(row) + "\n")
+        return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------
+SEGMENT_LABELS = {name: value for value, name in LABEL_NAMES.items()}
+
+
+def read_labels(path: str | os.PathLike) -> sitk.Image:
+    """Labelmap (1 cord, 2 CSF, 3 mass, 4 bone) from an image file or a ``.seg.nrrd``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", path=path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        return _read_seg_nrrd(path)
+    from .study import load_image
+
+    return load_image(path)
+
+
+def _read_seg_nrrd(path: Path) -> sitk.Image:
+    """A Slicer segmentation file -> labelmap by segment name (layers merged)."""
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises plain exceptions for bad headers/data
+        raise InputError(
+            f"cannot read the segmentation: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            path=path,
+        ) from None
+    voxels = np.asarray(seg["voxels"])
+    if voxels.ndim == 4:  # several layers: i, j, k, layer
+        layers = [voxels[..., n] for n in range(voxels.shape[3])]
+    elif voxels.ndim == 3:
+        layers = [voxels]
+    else:
+        raise InputError(f"a {voxels.ndim}D segmentation where a 3D one is needed", path=path)
+    out = np.zeros(layers[0].shape, dtype=np.uint8)
+    found = set()
+    for segment in seg.get("segments", []):
+        name = str(segment.get("name", "")).strip().lower()
+        if name not in SEGMENT_LABELS:
+            continue
+        layer = int(segment.get("layer", 0) or 0)
+        value = int(segment["labelValue"])
+        out[layers[layer] == value] = SEGMENT_LABELS[name]
+        found.add(name)
+    if not found:
+        names = ", ".join(str(s.get("name")) for s in seg.get("segments", [])) or "none"
+        raise InputError(
+            f"no segment named {', '.join(SEGMENT_LABELS)} (segments: {names})",
+            path=path,
+            hint="rename the segments or export a labelmap with values 1-4",
+        )
+    # slicerio voxels are indexed i, j, k; ijkToLPS holds spacing, direction and origin.
+    ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(out.transpose(2, 1, 0)))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (ijk_to_lps[:3, :3] / spacing[None, :]).ravel()])
+    image.SetOrigin([float(v) for v in ijk_to_lps[:3, 3]])
+    return image
+
+
+def validate_labels(
+    labels: sitk.Image, *, path=None, pet: sitk.Image | None = None, pet_path=None
+) -> None:
+    """Raise :class:`InputError` for labelmaps the metrics cannot use (module docstring)."""
+    if labels.GetDimension() != 3 or min(labels.GetSize()) < 2:
+        size = "x".join(str(s) for s in labels.GetSize())
+        raise InputError(
+            f"the labelmap is {labels.GetDimension()}D ({size}); a 3D labelmap is needed", path=path
+        )
+    if labels.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            "the labelmap has several components per voxel; a scalar labelmap is needed", path=path
+        )
+    pixel = labels.GetPixelID()
+    if pixel in (sitk.sitkFloat32, sitk.sitkFloat64):
+        arr = sitk.GetArrayViewFromImage(labels)
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise InputError(
+                "the labelmap holds non-integer values; labels 1-4 are expected", path=path
+            )
+    arr = sitk.GetArrayViewFromImage(labels)
+    present = {v for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if (arr == v).any()}
+    missing = [
+        f"{LABEL_NAMES[v]} ({v})" for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if v not in present
+    ]
+    if missing:
+        what = (
+            "the mass label is empty"
+            if missing == [f"{LABEL_NAMES[LABEL_MASS]} ({LABEL_MASS})"]
+            else f"missing label(s): {', '.join(missing)}"
+        )
+        raise InputError(
+            what, path=path, hint="labels: 1 spinal cord, 2 CSF, 3 epidural mass, 4 bone"
+        )
+    if pet is not None:
+        if pet.GetDimension() != 3:
+            raise InputError(
+                f"the PET image is {pet.GetDimension()}D; a 3D SUV image is needed", path=pet_path
+            )
+        uptake.check_same_grid(labels, pet, path=pet_path)
+
+
+# ---------------------------------------------------------------------------------------
+# Computation
+# ---------------------------------------------------------------------------------------
+def _crop(labels: sitk.Image) -> sitk.Image:
+    """The labelmap cropped to its cord/CSF/mass bounding box plus a margin (bone kept)."""
+    arr = sitk.GetArrayViewFromImage(labels)
+    roi = (arr == LABEL_CORD) | (arr == LABEL_CSF) | (arr == LABEL_MASS)
+    idx = [
+        np.nonzero(roi.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)
+    ]  # k, j, i
+    spacing = np.asarray(labels.GetSpacing())[::-1]
+    lo = [
+        max(0, int(ix[0] - np.ceil(CROP_MARGIN_MM / sp)))
+        for ix, sp in zip(idx, spacing, strict=True)
+    ]
+    hi = [
+        min(n, int(ix[-1] + np.ceil(CROP_MARGIN_MM / sp)) + 1)
+        for ix, sp, n in zip(idx, spacing, arr.shape, strict=True)
+    ]
+    return labels[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
+
+
+def _mask(labels: sitk.Image, values) -> sitk.Image:
+    arr = np.isin(sitk.GetArrayViewFromImage(labels), values).astype(np.uint8)
+    img = sitk.GetImageFromArray(arr)
+    img.CopyInformation(labels)
+    return img
+
+
+def compute_metrics(
+    labels: sitk.Image,
+    pet: sitk.Image | None = None,
+    *,
+    section_step_mm: float = 1.0,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    timer=None,
+) -> MetricsResult:
+    """All metrics of ``labels`` (1 cord, 2 CSF, 3 mass, 4 bone), see the module docstring.
+
+    ``pet``: an SUV image on the same grid (adds suv_max, suv_peak, suv_mean, mtv_ml, tlg).
+    ``timer``: optional ``timer(stage_name)`` called as each stage starts (the CLI's
+    ``term.stage``); stage times are also returned in ``timings_s``.
+    """
+    import time
+
+    progress = progress or no_progress
+    validate_labels(labels, pet=pet)
+    surfaces.enable_threads()
+    timings: dict[str, float] = {}
+    state = {"name": None, "t0": 0.0}
+
+    def stage(name: str) -> None:
+        now = time.perf_counter()
+        if state["name"] is not None:
+            timings[state["name"]] = now - state["t0"]
+        state["name"], state["t0"] = name, now
+        if timer is not None and name != "done":
+            timer(name)
+        check(cancel)
+
+    stage("crop")
+    labels_u8 = (
+        sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels
+    )
+    crop = _crop(labels_u8)
+    arr = sitk.GetArrayViewFromImage(crop)
+    spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)
+    voxel_mm = float(spacing.min())
+    progress(0.02, "centreline")
+
+    stage("centreline")
+    cord_mask = _mask(crop, [LABEL_CORD])
+    line = fit_centerline(cord_mask, step_mm=section_step_mm)
+
+    stage("sections")
+    sections = compression.measure_sections(
+        crop,
+        line,
+        full_extent=labels_u8,
+        progress=sub_progress(progress, 0.05, 0.55),
+        cancel=cancel,
+    )
+    if not sections.valid.any():
+        raise ComputationError(
+            "no cross-section of the cord lies fully inside the image",
+            hint="check the cord label and the field of view",
+        )
+    mass_pts = voxel_points_lps(crop, arr == LABEL_MASS)
+    direction = np.asarray(crop.GetDirection(), dtype=np.float64).reshape(3, 3)
+    voxel_along = float(
+        np.abs(line.axis_direction_lps @ (direction * spacing[None, :])).sum()
+    )  # one voxel's extent along the axis
+    par = line.param_of(mass_pts)
+    p_lo, p_hi = float(par.min()) - voxel_along / 2, float(par.max()) + voxel_along / 2
+    arc_lo, arc_hi = _arc_at(line, p_lo), _arc_at(line, p_hi)
+    comp = compression.compression_measures(sections, (arc_lo, arc_hi))
+    circ_deg, sectors = compression.circumferential_extent(
+        sections,
+        np.nonzero(sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi))[0],
+    )
+    progress(0.6, "surfaces")
+
+    stage("surfaces")
+    cord_surf = surfaces.mask_surface(cord_mask)
+    sac_surf = surfaces.mask_surface(_mask(crop, [LABEL_CORD, LABEL_CSF]))
+    mass_mask = _mask(crop, [LABEL_MASS])
+    mass_surf = surfaces.mask_surface(mass_mask)
+    progress(0.75, "distances")
+
+    stage("distances")
+    d_cm = surfaces.surface_distances(mass_surf, cord_surf)
+    surfaces.add_point_array(mass_surf, DISTANCE_TO_CORD, d_cm.a_to_b_mm)
+    surfaces.add_point_array(cord_surf, DISTANCE_TO_MASS, d_cm.b_to_a_mm)
+    d_ms = surfaces.distance_to_surface(surfaces.points_lps(mass_surf), sac_surf)
+    mass_sac_surface_gap = float(max(0.0, d_ms.min()))
+    cord_bool = arr == LABEL_CORD
+    sac_bool = cord_bool | (arr == LABEL_CSF)
+    mass_bool = arr == LABEL_MASS
+    cord_adjacent = bilsky.touching(mass_bool, cord_bool)
+    sac_adjacent = bilsky.touching(mass_bool, sac_bool)
+    mass_cord_gap = 0.0 if cord_adjacent else d_cm.min_mm
+    mass_sac_gap = 0.0 if sac_adjacent else mass_sac_surface_gap
+    contact_tol = 0.5 * voxel_mm
+    contact_area = (
+        surfaces.area_within_mm2(cord_surf, d_cm.b_to_a_mm, contact_tol)
+        if (cord_adjacent or mass_cord_gap < voxel_mm)
+        else 0.0
+    )
+    progress(0.85, "Bilsky grade")
+
+    stage("bilsky")
+    free_fraction, _ = bilsky.bone_free_paths(crop)
+    v = comp.values
+    facts = bilsky.BilskyFacts(
+        voxel_mm=voxel_mm,
+        mass_sac_gap_mm=mass_sac_gap,
+        bone_free_path_fraction=free_fraction,
+        mass_touches_sac=bool(sac_adjacent or mass_sac_gap < voxel_mm),
+        sac_narrowing_mm=max(v["sac_ap_loss_mm"], v["sac_transverse_loss_mm"]),
+        mass_touches_cord=bool(cord_adjacent or mass_cord_gap < voxel_mm),
+        mass_cord_gap_mm=mass_cord_gap,
+        cord_contact_subvoxel=bool(not cord_adjacent and mass_cord_gap < voxel_mm),
+        mscc_percent=v["mscc_percent"],
+        cord_csa_ratio=v["cord_csa_ratio"],
+        csf_area_worst_mm2=v["csf_area_worst_mm2"],
+        csf_fraction_worst=v["csf_fraction_worst"],
+    )
+    grade, reason = bilsky.grade(facts)
+
+    uptake_values = {}
+    if pet is not None:
+        stage("uptake")
+        uptake_values = uptake.uptake_metrics(pet, _mask(labels_u8, [LABEL_MASS]))
+    stage("done")
+
+    metrics = {
+        "mass_volume_ml": surfaces.surface_volume_mm3(mass_surf) / 1000.0,
+        "mass_voxel_volume_ml": float(mass_bool.sum() * np.prod(spacing)) / 1000.0,
+        "mass_surface_area_mm2": surfaces.surface_area_mm2(mass_surf),
+        "mass_craniocaudal_extent_mm": float(arc_hi - arc_lo),
+        "mass_circumferential_extent_deg": circ_deg,
+        "mass_circumferential_sectors": sectors,
+        "cord_min_csa_mm2": v["cord_min_csa_mm2"],
+        "cord_reference_csa_mm2": v["cord_reference_csa_mm2"],
+        "cord_csa_ratio": v["cord_csa_ratio"],
+        "cord_ap_worst_mm": v["cord_ap_worst_mm"],
+        "cord_ap_reference_mm": v["cord_ap_reference_mm"],
+        "cord_transverse_worst_mm": v["cord_transverse_worst_mm"],
+        "mscc_percent": v["mscc_percent"],
+        "sac_ap_worst_mm": v["sac_ap_worst_mm"],
+        "sac_ap_reference_mm": v["sac_ap_reference_mm"],
+        "mcc_percent": v["mcc_percent"],
+        "sac_csa_worst_mm2": v["sac_csa_worst_mm2"],
+        "sac_reference_csa_mm2": v["sac_reference_csa_mm2"],
+        "canal_compromise_percent": v["canal_compromise_percent"],
+        "compression_ratio_min": v["compression_ratio_min"],
+        "compression_ratio_reference": v["compression_ratio_reference"],
+        "cord_canal_area_ratio_min": v["cord_canal_area_ratio_min"],
+        "cord_canal_area_ratio_worst": v["cord_canal_area_ratio_worst"],
+        "csf_area_worst_mm2": v["csf_area_worst_mm2"],
+        "cord_displacement_mm": v["cord_displacement_mm"],
+        "mass_cord_min_distance_mm": float(mass_cord_gap),
+        "mass_cord_contact_area_mm2": float(contact_area),
+        "mass_sac_min_distance_mm": float(mass_sac_gap),
+        "bilsky_grade": grade,
+        "bilsky_reason": reason,
+        "bilsky_facts": facts.as_dict(),
+        "worst_section_lps_mm": v["worst_section_lps_mm"],
+        "worst_section_arc_mm": v["worst_section_arc_mm"],
+        "mass_arc_range_mm": [float(arc_lo), float(arc_hi)],
+        "reference_arc_mm": v["reference_arc_mm"],
+        "reference_sides": v["reference_sides"],
+        "notes": [n for n in comp.notes if n],
+        "sections": int(len(sections.arc_mm)),
+        "valid_sections": int(sections.valid.sum()),
+        "section_step_mm": float(section_step_mm),
+        "section_pixel_mm": float(sections.pixel_mm),
+        "voxel_spacing_mm": [float(s) for s in labels.GetSpacing()],
+        "coordinate_system": "LPS",
+    }
+    metrics.update(
+        {k: uptake_values[k] for k in ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")}
+        if uptake_values
+        else {}
+    )
+    if uptake_values:
+        metrics["suv_peak_centre_lps_mm"] = uptake_values["suv_peak_centre_lps_mm"]
+    models = {
+        "cord": cord_surf,
+        "sac": sac_surf,
+        "mass": mass_surf,
+        "centerline": _centerline_poly(line, sections),
+    }
+    progress(1.0, "done")
+    return MetricsResult(metrics, sections, models, line, facts, timings)
+
+
+def _arc_at(line: Centerline, param: float) -> float:
+    """Arc length at an axis parameter, extrapolated linearly beyond the samples."""
+    t, s = line.axis_param_mm, line.arc_mm
+    if param < t[0]:
+        return float(s[0] - (t[0] - param) * (s[1] - s[0]) / (t[1] - t[0]))
+    if param > t[-1]:
+        return float(s[-1] + (param - t[-1]) * (s[-1] - s[-2]) / (t[-1] - t[-2]))
+    return float(np.interp(param, t, s))
+
+
+def _centerline_poly(line: Centerline, sections: compression.Sections) -> vtk.vtkPolyData:
+    poly = surfaces.polyline(line.points_lps)
+    for name, values in (
+        ("arc_mm", sections.arc_mm),
+        ("cord_csa_mm2", sections.cord_csa_mm2),
+        ("cord_ap_mm", sections.cord_ap_mm),
+    ):
+        surfaces.add_point_array(
+            poly, name, np.nan_to_num(values, nan=0.0), active=name == "cord_csa_mm2"
+        )
+    return poly
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------
+def write_metrics(result: MetricsResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``metrics.json``, ``sections.csv`` and ``models/`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with atomic_dir(out / "models") as tmp:
+        for key, name in MODEL_FILES.items():
+            surfaces.write_model(result.models[key], tmp / name)
+    written["models"] = out / "models"
+    written["sections"] = write_text(out / "sections.csv", result.sections_csv())
+    written["metrics"] = write_json(out / "metrics.json", _jsonable(result.metrics))
+    return written
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if np.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+__all__ = [
+    "LABEL_BONE",
+    "MetricsResult",
+    "compute_metrics",
+    "read_labels",
+    "validate_labels",
+    "write_metrics",
+]
