@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dicom_series
 from .errors import InputError, MissingTagError
 
 NORMS = ("bw", "lbm", "bsa")
@@ -550,7 +551,8 @@ def compute_suv(
     headers : one header, or the headers of every slice of one series.
     norm : ``"bw"`` (body weight, g/ml), ``"lbm"`` (lean body mass, SUL, g/ml) or ``"bsa"``
         (body surface area, cm²/ml).
-    overrides : values supplied by hand (weight, dose, injection time, height, sex, half-life).
+    overrides : values supplied by hand (weight, dose, injection time, height, sex, half-life,
+        scan time).
     lbm_formula : ``"james"`` (PERCIST 1.0) or ``"janmahasatian"``.
 
     Raises
@@ -569,41 +571,12 @@ def compute_suv(
     overrides = overrides or SUVOverrides()
     _check_series(headers)
     h0 = headers[0]
-    src = h0.source or None
-    notes: list[str] = []
-    overridden = sorted(overrides.given())
-
     units = (h0.units or "").upper()
     if not units:
-        raise _missing("Units", src)
-    corrected = {c.upper() for c in h0.corrected_image} if h0.corrected_image else None
-    if corrected is not None and "ATTN" not in corrected:
-        raise InputError(
-            "the PET image is not attenuation-corrected (CorrectedImage lacks ATTN): SUV is not quantitative",
-            path=src,
-        )
-    if corrected is None:
-        notes.append("CorrectedImage (0028,0051) absent: attenuation and decay correction assumed")
-
-    weight_kg = overrides.weight_kg if overrides.weight_kg is not None else h0.patient_weight_kg
-    if weight_kg is not None and weight_kg <= 0:
-        weight_kg = None  # a zero weight is an empty value
-    height_m = overrides.height_m if overrides.height_m is not None else h0.patient_size_m
-    if height_m is not None and height_m <= 0:
-        height_m = None
-    sex = (overrides.sex or h0.patient_sex or "").upper() or None
-    for value, (lo, hi), keyword, unit in (
-        (weight_kg, WEIGHT_RANGE_KG, "PatientWeight", "kg"),
-        (height_m, HEIGHT_RANGE_M, "PatientSize", "m"),
-    ):
-        if value is not None and not lo <= value <= hi:
-            tag, option = _TAGS[keyword]
-            raise InputError(
-                f"{keyword} {tag} = {value:g} {unit} is outside the plausible {lo:g}–{hi:g} {unit}",
-                path=src,
-                hint=f"supply the right value with {option}",
-            )
-
+        raise _missing("Units", h0.source or None)
+    notes: list[str] = []
+    _check_corrections(h0, notes)
+    weight_kg, height_m, sex = _body(h0, overrides)
     info = SUVInfo(
         norm=norm,
         factor=float("nan"),
@@ -616,85 +589,126 @@ def compute_suv(
         weight_kg=weight_kg,
         height_m=height_m,
         sex=sex,
-        overridden=overridden,
+        overridden=sorted(overrides.given()),
         notes=notes,
     )
-
-    if units == "GML":
-        bw = [1.0] * len(headers)
-        info.method = "Units GML: pixels already SUVbw"
-    elif units == "CNTS":
-        by_hand = sorted(
-            overrides.given().keys() & {"weight_kg", "dose_bq", "injection_time", "half_life_s"}
-        )
-        has_suv_scale = all(h.philips_suv_scale for h in headers)
-        has_activity_scale = all(h.philips_activity_scale for h in headers)
-        if has_suv_scale and not (by_hand and has_activity_scale):
-            if by_hand:
-                raise InputError(
-                    "the Philips SUV scale factor (7053,1000) already contains the header's weight, "
-                    f"dose and times, so {', '.join(by_hand)} cannot be applied by hand without the "
-                    "activity concentration scale factor (7053,1009)",
-                    path=src,
-                    hint="leave out the overrides",
-                )
-            bw = [float(h.philips_suv_scale) for h in headers]
-            info.method = "Philips SUV scale factor (7053,1000)"
-        elif has_activity_scale:
-            if has_suv_scale:
-                notes.append("values given by hand: the Philips SUV scale factor was bypassed")
-            bq = _bqml_factors(headers, weight_kg, overrides, info)
-            bw = [float(h.philips_activity_scale) * f for h, f in zip(headers, bq, strict=True)]
-            info.method = "Philips activity concentration scale factor (7053,1009) × BQML"
-        else:
-            raise InputError(
-                "Units CNTS without the Philips private SUV scale factor (7053,1000) or activity "
-                "concentration scale factor (7053,1009): counts cannot be converted to SUV",
-                path=src,
-            )
-    elif units == "BQML":
-        bw = _bqml_factors(headers, weight_kg, overrides, info)
-        info.method = "BQML"
-    else:
-        raise InputError(
-            f"Units {units} (0054,1001) cannot be converted to SUV",
-            path=src,
-            hint="supported units: BQML, CNTS (Philips), GML",
-        )
-
-    scale = 1.0
-    if norm in ("lbm", "bsa"):
-        if weight_kg is None:
-            raise _missing("PatientWeight", src, f"SUV{norm} needs the weight")
-        if height_m is None:
-            raise _missing("PatientSize", src, f"SUV{norm} needs the height")
-        if norm == "lbm":
-            if sex not in ("M", "F"):
-                raise _missing(
-                    "PatientSex",
-                    src,
-                    f"SUVlbm needs the sex (M or F), header has {h0.patient_sex!r}",
-                )
-            lbm = lean_body_mass_kg(weight_kg, height_m, sex, lbm_formula)
-            bmi = weight_kg / height_m**2
-            if lbm_formula == "james" and bmi > (43.0 if sex == "M" else 36.0):
-                notes.append(
-                    f"BMI {bmi:.1f}: James' formula underestimates lean body mass in obesity "
-                    "(consider --lbm-formula janmahasatian)"
-                )
-            info.lbm_kg, info.lbm_formula = lbm, lbm_formula
-            scale = lbm / weight_kg
-        else:
-            bsa = body_surface_area_m2(weight_kg, height_m)
-            info.bsa_m2 = bsa
-            scale = bsa * 1e4 / (weight_kg * 1e3)
+    bw = _suvbw_factors(headers, units, weight_kg, overrides, info)
+    scale = _norm_scale(norm, h0, weight_kg, height_m, sex, lbm_formula, info)
     info.factors = [f * scale for f in bw]
     info.factor = info.factors[0]
     info.suvbw_factor = bw[0]
     return info
 
 
+def _check_corrections(h0: PETHeader, notes: list[str]) -> None:
+    corrected = {c.upper() for c in h0.corrected_image} if h0.corrected_image else None
+    if corrected is None:
+        notes.append("CorrectedImage (0028,0051) absent: attenuation and decay correction assumed")
+    elif "ATTN" not in corrected:
+        raise InputError(
+            "the PET image is not attenuation-corrected (CorrectedImage lacks ATTN): "
+            "SUV is not quantitative",
+            path=h0.source or None,
+        )
+
+
+def _body(h0: PETHeader, overrides: SUVOverrides) -> tuple[float | None, float | None, str | None]:
+    """Weight (kg), height (m) and sex, hand-supplied values first; zeros count as empty."""
+    weight_kg = overrides.weight_kg if overrides.weight_kg is not None else h0.patient_weight_kg
+    if weight_kg is not None and weight_kg <= 0:
+        weight_kg = None
+    height_m = overrides.height_m if overrides.height_m is not None else h0.patient_size_m
+    if height_m is not None and height_m <= 0:
+        height_m = None
+    sex = (overrides.sex or h0.patient_sex or "").upper() or None
+    for value, (lo, hi), keyword, unit in (
+        (weight_kg, WEIGHT_RANGE_KG, "PatientWeight", "kg"),
+        (height_m, HEIGHT_RANGE_M, "PatientSize", "m"),
+    ):
+        if value is not None and not lo <= value <= hi:
+            tag, option = _TAGS[keyword]
+            raise InputError(
+                f"{keyword} {tag} = {value:g} {unit} is outside the plausible {lo:g}–{hi:g} {unit}",
+                path=h0.source or None,
+                hint=f"supply the right value with {option}",
+            )
+    return weight_kg, height_m, sex
+
+
+def _suvbw_factors(headers, units: str, weight_kg, overrides: SUVOverrides, info: SUVInfo):
+    """Per-slice SUVbw factors by Units (QIBA): BQML, CNTS (Philips) or GML."""
+    src = headers[0].source or None
+    if units == "BQML":
+        info.method = "BQML"
+        return _bqml_factors(headers, weight_kg, overrides, info)
+    if units == "GML":
+        info.method = "Units GML: pixels already SUVbw"
+        return [1.0] * len(headers)
+    if units != "CNTS":
+        raise InputError(
+            f"Units {units} (0054,1001) cannot be converted to SUV",
+            path=src,
+            hint="supported units: BQML, CNTS (Philips), GML",
+        )
+    by_hand = sorted(
+        overrides.given().keys()
+        & {"weight_kg", "dose_bq", "injection_time", "half_life_s", "scan_time"}
+    )
+    has_suv_scale = all(h.philips_suv_scale for h in headers)
+    has_activity_scale = all(h.philips_activity_scale for h in headers)
+    if has_suv_scale and not (by_hand and has_activity_scale):
+        if by_hand:
+            raise InputError(
+                "the Philips SUV scale factor (7053,1000) already contains the header's weight, "
+                f"dose and times, so {', '.join(by_hand)} cannot be applied by hand without the "
+                "activity concentration scale factor (7053,1009)",
+                path=src,
+                hint="leave out the overrides",
+            )
+        info.method = "Philips SUV scale factor (7053,1000)"
+        return [float(h.philips_suv_scale) for h in headers]
+    if has_activity_scale:
+        if has_suv_scale:
+            info.notes.append("values given by hand: the Philips SUV scale factor was bypassed")
+        bq = _bqml_factors(headers, weight_kg, overrides, info)
+        info.method = "Philips activity concentration scale factor (7053,1009) × BQML"
+        return [float(h.philips_activity_scale) * f for h, f in zip(headers, bq, strict=True)]
+    raise InputError(
+        "Units CNTS without the Philips private SUV scale factor (7053,1000) or activity "
+        "concentration scale factor (7053,1009): counts cannot be converted to SUV",
+        path=src,
+    )
+
+
+def _norm_scale(norm, h0: PETHeader, weight_kg, height_m, sex, lbm_formula, info: SUVInfo) -> float:
+    """SUVlbm/SUVbw = LBM/W; SUVbsa/SUVbw = BSA (cm²) / W (g); 1 for bw."""
+    if norm == "bw":
+        return 1.0
+    src = h0.source or None
+    if weight_kg is None:
+        raise _missing("PatientWeight", src, f"SUV{norm} needs the weight")
+    if height_m is None:
+        raise _missing("PatientSize", src, f"SUV{norm} needs the height")
+    if norm == "bsa":
+        info.bsa_m2 = body_surface_area_m2(weight_kg, height_m)
+        return info.bsa_m2 * 1e4 / (weight_kg * 1e3)
+    if sex not in ("M", "F"):
+        raise _missing(
+            "PatientSex", src, f"SUVlbm needs the sex (M or F), header has {h0.patient_sex!r}"
+        )
+    info.lbm_kg = lean_body_mass_kg(weight_kg, height_m, sex, lbm_formula)
+    info.lbm_formula = lbm_formula
+    bmi = weight_kg / height_m**2
+    if lbm_formula == "james" and bmi > (43.0 if sex == "M" else 36.0):
+        info.notes.append(
+            f"BMI {bmi:.1f}: James' formula underestimates lean body mass in obesity "
+            "(consider --lbm-formula janmahasatian)"
+        )
+    return info.lbm_kg / weight_kg
+
+
 def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) -> list[float]:
+    """Per-slice ``W / D(t)`` (g/ml per Bq/ml) with t set by DecayCorrection."""
     h0 = headers[0]
     src = h0.source or None
     if weight_kg is None:
@@ -708,7 +722,6 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
         raise _missing(
             "DecayCorrection", src, "the time the pixel values are decay-corrected to is unknown"
         )
-    corrected = {c.upper() for c in h0.corrected_image} if h0.corrected_image else None
     if decay == "ADMIN":
         info.decay_factor, info.decay_time_s, info.decayed_dose_bq = 1.0, 0.0, dose
         info.reference_source = "administration (DecayCorrection ADMIN)"
@@ -717,16 +730,16 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
         raise InputError(
             f"DecayCorrection {decay} (0054,1102) is not START, ADMIN or NONE", path=src
         )
-    if corrected is not None and decay == "START" and "DECY" not in corrected:
-        info.notes.append(
-            "DecayCorrection START but CorrectedImage lacks DECY: trusting DecayCorrection"
-        )
     half_life = overrides.half_life_s if overrides.half_life_s is not None else h0.half_life_s
     if not half_life or half_life <= 0:
         raise _missing("RadionuclideHalfLife", src)
     info.half_life_s = half_life
-    lam = math.log(2.0) / half_life
     if decay == "START":
+        corrected = {c.upper() for c in h0.corrected_image or ()}
+        if h0.corrected_image and "DECY" not in corrected:
+            info.notes.append(
+                "DecayCorrection START but CorrectedImage lacks DECY: trusting DecayCorrection"
+            )
         reference, how = _scan_reference(headers, overrides)
         start = _injection(h0, overrides, reference, info.notes)
         dt = (reference - start).total_seconds()
@@ -736,7 +749,15 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
         info.reference_source = how
         info.decay_time_s, info.decay_factor, info.decayed_dose_bq = dt, factor, dose * factor
         return [weight_kg * 1e3 / (dose * factor)] * len(headers)
-    # NONE: each slice at its own acquisition start, averaged over its frame
+    factors = _uncorrected_decay_factors(headers, half_life, overrides, info)
+    info.decayed_dose_bq = dose * factors[0]
+    return [weight_kg * 1e3 / (dose * f) for f in factors]
+
+
+def _uncorrected_decay_factors(headers, half_life, overrides: SUVOverrides, info) -> list[float]:
+    """DecayCorrection NONE: ``D/D0`` for each slice at its own acquisition start ``t0``,
+    averaged over its frame ``Δ``: ``2^(-(t0 - t_inj)/T½) × (1 - e^(-λΔ))/(λΔ)``."""
+    lam = math.log(2.0) / half_life
     out = []
     start = None
     for h in headers:
@@ -748,8 +769,13 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
                 "AcquisitionTime", h.source or None, "DecayCorrection NONE needs each slice's time"
             )
         if start is None:
-            start = _injection(h0, overrides, t0, info.notes)
+            start = _injection(headers[0], overrides, t0, info.notes)
             info.injection_datetime = start.isoformat(sep=" ")
+            info.reference_datetime = t0.isoformat(sep=" ")
+            info.reference_source = (
+                "each slice's AcquisitionTime, averaged over ActualFrameDuration "
+                "(DecayCorrection NONE)"
+            )
         dt = (t0 - start).total_seconds()
         if dt < 0:
             raise InputError(
@@ -759,12 +785,9 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
         average = (
             (1.0 - math.exp(-lam * duration_s)) / (lam * duration_s) if duration_s > 0 else 1.0
         )
-        factor = 2.0 ** (-dt / half_life) * average
-        out.append(weight_kg * 1e3 / (dose * factor))
+        out.append(2.0 ** (-dt / half_life) * average)
         if info.decay_time_s is None:
-            info.reference_datetime = t0.isoformat(sep=" ")
-            info.reference_source = "each slice's AcquisitionTime, averaged over ActualFrameDuration (DecayCorrection NONE)"
-            info.decay_time_s, info.decay_factor, info.decayed_dose_bq = dt, factor, dose * factor
+            info.decay_time_s, info.decay_factor = dt, out[-1]
     if not any(h.actual_frame_duration_ms for h in headers):
         info.notes.append("ActualFrameDuration absent: decay within each frame ignored")
     return out
@@ -798,14 +821,45 @@ def _slice_values(path: Path, ds) -> np.ndarray:
         try:
             image = sitk.ReadImage(str(path), sitk.sitkFloat64)  # GDCM applies the slope
         except RuntimeError as exc:
-            raise InputError(f"cannot read the pixel data: {exc}", path=path) from None
+            raise InputError(
+                f"cannot read the pixel data: {dicom_series._first_line(exc)}", path=path
+            ) from None
         return sitk.GetArrayFromImage(image).reshape(int(ds.Rows), int(ds.Columns))
-    if stored.ndim != 2:
+    if stored.ndim != 2:  # multi-frame PET: not supported here
         raise InputError(
             f"pixel data of shape {stored.shape}: one 2D slice per file expected", path=path
         )
     values = stored.astype(np.float64)
     return values * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
+
+
+def _pet_series(path: Path, series_uid, progress, cancel):
+    """The PET series of a folder (one, or the one with ``series_uid``), or one PET file."""
+    if not path.exists():
+        raise InputError("no such file or folder", path=path)
+    if path.is_dir():
+        series = dicom_series.scan_folder(path, progress=progress, cancel=cancel)
+        pet = [s for s in series if s.modality == "PT"]
+        if not pet:
+            raise InputError(
+                "no PET (PT) series; found: " + "; ".join(s.summary() for s in series),
+                path=path,
+                hint="give a PET DICOM series",
+            )
+        return dicom_series.choose_series(pet, folder=path, series_uid=series_uid)
+    ds = dicom_series.read_header(path)
+    if ds is None:
+        raise InputError("not a DICOM file (no DICOM header could be read)", path=path)
+    header = dicom_series.slice_header(path, ds)
+    if header is None:
+        raise InputError("a DICOM object without an image", path=path)
+    if header.modality != "PT":
+        raise InputError(
+            f"the file is {header.modality or 'of unknown modality'}, not PET (PT)",
+            path=path,
+            hint="give a PET DICOM series",
+        )
+    return dicom_series.SeriesInfo(header.series_uid, header.modality, "", [header])
 
 
 def pet_to_suv(
@@ -831,38 +885,10 @@ def pet_to_suv(
     import pydicom
     import SimpleITK as sitk
 
-    from . import dicom_series
     from .progress import check, sub_progress
 
     path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path=path)
-    if path.is_dir():
-        series = dicom_series.scan_folder(
-            path, progress=sub_progress(progress, 0.0, 0.3), cancel=cancel
-        )
-        pet = [s for s in series if s.modality == "PT"]
-        if not pet:
-            raise InputError(
-                "no PET (PT) series; found: " + "; ".join(s.summary() for s in series),
-                path=path,
-                hint="give a PET DICOM series",
-            )
-        chosen = dicom_series.choose_series(pet, folder=path, series_uid=series_uid)
-    else:
-        ds = dicom_series.read_header(path)
-        if ds is None:
-            raise InputError("not a DICOM file (no DICOM header could be read)", path=path)
-        header = dicom_series.slice_header(path, ds)
-        if header is None:
-            raise InputError("a DICOM object without an image", path=path)
-        chosen = dicom_series.SeriesInfo(header.series_uid, header.modality, "", [header])
-    if chosen.modality != "PT":
-        raise InputError(
-            f"the series is {chosen.modality or 'of unknown modality'}, not PET (PT)",
-            path=path,
-            hint="give a PET DICOM series",
-        )
+    chosen = _pet_series(path, series_uid, sub_progress(progress, 0.0, 0.3), cancel)
     geometry = dicom_series.series_geometry(chosen, folder=path)
     headers = [PETHeader.from_dataset(h.dataset, source=h.path) for h in geometry.headers]
     info = compute_suv(headers, norm, overrides=overrides, lbm_formula=lbm_formula)
