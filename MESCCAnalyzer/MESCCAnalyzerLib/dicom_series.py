@@ -280,18 +280,11 @@ def choose_series(
     return candidates[0]
 
 
-def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeometry:
-    """Sort the slices of a series along their normal and check they form a regular grid."""
-    slices = info.slices
+def _check_consistent(slices: list[SliceHeader]) -> None:
+    """Every slice placeable, and sharing size, orientation and pixel spacing."""
     first = slices[0]
-    if len(slices) == 1 and first.frames > 1:
-        raise InputError(
-            "a multi-frame DICOM file; read it as a single file",
-            path=first.path,
-            hint="give the file's path rather than its folder",
-        )
     for s in slices:
-        if s.frames > 1:
+        if s.frames > 1 and len(slices) > 1:
             raise InputError(
                 "a multi-frame file mixed with other files of the same series",
                 path=s.path,
@@ -308,7 +301,8 @@ def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeo
                 )
         if s.rows != first.rows or s.columns != first.columns:
             raise InputError(
-                f"slice size {s.columns}×{s.rows} differs from {first.columns}×{first.rows} in the same series",
+                f"slice size {s.columns}×{s.rows} differs from {first.columns}×{first.rows} "
+                "in the same series",
                 path=s.path,
             )
         if np.max(np.abs(np.subtract(s.iop, first.iop))) > ORIENTATION_TOL:
@@ -324,6 +318,56 @@ def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeo
         ):
             raise InputError("PixelSpacing differs within the series", path=s.path)
 
+
+def _slice_spacing(slices, along, positions, normal, folder) -> float:
+    """The regular gap between sorted slices; refuse duplicates, gaps and sideways drift."""
+    if len(slices) == 1:
+        ds = slices[0].dataset
+        return (
+            _float(ds.get("SpacingBetweenSlices"), 0.0)
+            or _float(ds.get("SliceThickness"), 1.0)
+            or 1.0
+        )
+    gaps = np.diff(along)
+    dup = np.flatnonzero(gaps < SLICE_GAP_TOL_MM)
+    if dup.size:
+        i = int(dup[0])
+        raise InputError(
+            f"slices share positions along the normal (e.g. {slices[i].path.name} and "
+            f"{slices[i + 1].path.name} at {along[i]:.2f} mm): a 4D series "
+            "(several time points, phases or echoes) where a 3D volume is needed",
+            path=folder,
+            hint="split the series, or export one time point",
+        )
+    spacing = float(np.median(gaps))
+    tol = SLICE_GAP_TOL_MM + SLICE_GAP_TOL_REL * spacing
+    bad = np.flatnonzero(np.abs(gaps - spacing) > tol)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"non-uniform slice spacing: {gaps[i]:.3f} mm between {slices[i].path.name} and "
+            f"{slices[i + 1].path.name}, {spacing:.3f} mm elsewhere (a missing slice?)",
+            path=folder,
+            hint=f"slice gaps must agree within {tol:.3f} mm; complete the series",
+        )
+    # the positions must lie on one line along the normal (no gantry tilt / shear)
+    expected = positions[0] + np.outer(along - along[0], normal)
+    drift = float(np.max(np.linalg.norm(positions - expected, axis=1)))
+    if drift > tol:
+        raise InputError(
+            f"slice positions drift {drift:.2f} mm sideways from the slice normal "
+            "(gantry tilt or sheared series), which a regular 3D grid cannot represent",
+            path=folder,
+            hint="resample the series on the scanner (untilted) before loading",
+        )
+    return spacing
+
+
+def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeometry:
+    """Sort the slices of a series along their normal and check they form a regular grid."""
+    slices = info.slices
+    _check_consistent(slices)
+    first = slices[0]
     row = np.array(first.iop[:3], dtype=float)
     col = np.array(first.iop[3:], dtype=float)
     row /= np.linalg.norm(row)
@@ -333,57 +377,15 @@ def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeo
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     slices = [slices[i] for i in order]
-    along = along[order]
-    positions = positions[order]
-
-    ps = first.pixel_spacing_mm or (1.0, 1.0)
+    along, positions = along[order], positions[order]
+    spacing_z = _slice_spacing(slices, along, positions, normal, folder)
     # PixelSpacing is (row spacing = between rows, column spacing = between columns)
-    spacing_x, spacing_y = float(ps[1]), float(ps[0])
-    if len(slices) == 1:
-        ds = first.dataset
-        spacing_z = (
-            _float(ds.get("SpacingBetweenSlices"), 0.0)
-            or _float(ds.get("SliceThickness"), 1.0)
-            or 1.0
-        )
-    else:
-        gaps = np.diff(along)
-        dup = np.flatnonzero(gaps < SLICE_GAP_TOL_MM)
-        if dup.size:
-            i = int(dup[0])
-            raise InputError(
-                f"{dup.size + 1} or more slices share the position {along[i]:.2f} mm along the normal "
-                f"(e.g. {slices[i].path.name} and {slices[i + 1].path.name}): a 4D series "
-                "(several time points, phases or echoes) where a 3D volume is needed",
-                path=folder,
-                hint="split the series, or export one time point",
-            )
-        spacing_z = float(np.median(gaps))
-        tol = SLICE_GAP_TOL_MM + SLICE_GAP_TOL_REL * spacing_z
-        bad = np.flatnonzero(np.abs(gaps - spacing_z) > tol)
-        if bad.size:
-            i = int(bad[0])
-            raise InputError(
-                f"non-uniform slice spacing: {gaps[i]:.3f} mm between {slices[i].path.name} and "
-                f"{slices[i + 1].path.name}, {spacing_z:.3f} mm elsewhere (a missing slice?)",
-                path=folder,
-                hint=f"slice gaps must agree within {tol:.3f} mm; complete the series",
-            )
-        # the positions must lie on one line along the normal (no gantry tilt / shear)
-        expected = positions[0] + np.outer(along - along[0], normal)
-        drift = float(np.max(np.linalg.norm(positions - expected, axis=1)))
-        if drift > tol:
-            raise InputError(
-                f"slice positions drift {drift:.2f} mm sideways from the slice normal "
-                "(gantry tilt or sheared series), which a regular 3D grid cannot represent",
-                path=folder,
-                hint="resample the series on the scanner (untilted) before loading",
-            )
+    ps = first.pixel_spacing_mm or (1.0, 1.0)
     direction = np.column_stack([row, col, normal])
     return SeriesGeometry(
         files=[s.path for s in slices],
         origin_lps_mm=tuple(float(v) for v in positions[0]),
-        spacing_mm=(spacing_x, spacing_y, float(spacing_z)),
+        spacing_mm=(float(ps[1]), float(ps[0]), float(spacing_z)),
         direction=tuple(float(v) for v in direction.ravel()),
         size=(first.columns, first.rows, len(slices)),
         headers=slices,
