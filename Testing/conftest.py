@@ -14,5 +14,44 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def shared_data() -> Path:
     """``../shared/data``: the project's real test data (read-only); see its MANIFEST.md."""
     if not (SHARED_DATA / "MANIFEST.md").is_file():
-        raise RuntimeError(f"real test data not found at {SHARED_DATA}: the checkout must sit beside shared/")
+        raise RuntimeError(
+            f"real test data not found at {SHARED_DATA}: the checkout must sit beside shared/"
+        )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def phantom_study():
+    """Factory ``phantom_study(grade, seed)`` returning a cached in-memory phantom study.
+
+    Phantoms take a few seconds each; the cache lets every test module share them.
+    """
+    from MESCCAnalyzerLib.phantom import make_phantom
+
+    cache = {}
+
+    def get(grade: str = "2", seed: int = 0):
+        key = (str(grade), int(seed))
+        if key not in cache:
+            cache[key] = make_phantom(*key)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """Factory ``phantom_dir(grade, seed)``: a phantom written to disk (cached per session)."""
+    from MESCCAnalyzerLib.phantom import write_phantom
+
+    cache = {}
+
+    def get(grade: str = "2", seed: int = 0):
+        key = (str(grade), int(seed))
+        if key not in cache:
+            cache[key] = write_phantom(
+                tmp_path_factory.mktemp(f"phantom_{key[0]}_{key[1]}") / "study", *key
+            )
+        return cache[key]
+
+    return get

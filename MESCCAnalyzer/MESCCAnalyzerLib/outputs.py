@@ -34,12 +34,20 @@ def guard_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
             continue
         out_path = Path(out)
         for inp in ins:
-            if _same_file(out_path, inp) or (inp.is_dir() and inp.resolve() in out_path.resolve().parents):
+            if _same_file(out_path, inp) or (
+                inp.is_dir() and inp.resolve() in out_path.resolve().parents
+            ):
                 raise InputError(
                     "the output would overwrite an input",
                     path=out_path,
                     hint="choose a new output path",
                 )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _suffix(path: Path) -> str:
@@ -59,11 +67,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{_suffix(final)}", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".part{_suffix(final)}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -81,6 +92,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             if old.exists():

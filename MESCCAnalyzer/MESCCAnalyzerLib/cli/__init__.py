@@ -48,14 +48,27 @@ def _load_commands():
 
 
 def build_parser():
-    parser = _Parser(prog="mescc", description="MESCC Analyzer: metastatic epidural spinal cord compression analysis.")
+    parser = _Parser(
+        prog="mescc",
+        description="MESCC Analyzer: metastatic epidural spinal cord compression analysis.",
+    )
     parser.add_argument("--version", action="version", version=f"mescc {__version__}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output (for scripts)")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress output (for scripts)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = _load_commands()
     for name, module in modules.items():
-        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
-        p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+        p = sub.add_parser(
+            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
+        )
+        p.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="no progress output",
+        )
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
@@ -63,7 +76,10 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: return their status
+        return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
@@ -71,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args, term) or 0)
     except Cancelled as exc:
-        term.finish()
+        term.abort()
         print(f"mescc {args.command}: {exc}", file=sys.stderr)
         return 130
     except MESCCError as exc:
-        term.finish()
+        term.abort()
         print(f"mescc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        term.finish()
+        term.abort()
         print(f"mescc {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -30,7 +30,9 @@ class Terminal:
             return
         width = 24
         filled = int(round(width * min(max(fraction, 0.0), 1.0)))
-        line = f"\r{self._stage:<16} [{'#' * filled}{'.' * (width - filled)}] {100 * fraction:5.1f}% {message}"[:110]
+        line = f"\r{self._stage:<16} [{'#' * filled}{'.' * (width - filled)}] {100 * fraction:5.1f}% {message}"[
+            :110
+        ]
         pad = max(self._last_len - len(line), 0)
         self.stream.write(line + " " * pad)
         self.stream.flush()
@@ -46,6 +48,14 @@ class Terminal:
             line = f"{prefix}{self._stage:<16} done in {elapsed:6.2f} s"
             pad = max(self._last_len - len(line), 0) if self._tty else 0
             self.stream.write(line + " " * pad + "\n")
+            self.stream.flush()
+        self._stage = None
+        self._last_len = 0
+
+    def abort(self) -> None:
+        """Drop the current stage without reporting it as done (the command failed)."""
+        if self._stage is not None and self._tty and not self.quiet:
+            self.stream.write("\r" + " " * self._last_len + "\r")
             self.stream.flush()
         self._stage = None
         self._last_len = 0
