@@ -309,7 +309,7 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
             raise InputError(
                 "slice orientation (ImageOrientationPatient) differs within the series",
                 path=s.path,
-                hint="the series mixes planes (e.g. a localizer); choose the volume series with --series",
+                hint="the series mixes planes (e.g. localizer images): remove the odd files or export the volume alone",
             )
         if (s.pixel_spacing_mm is None) != (first.pixel_spacing_mm is None) or (
             s.pixel_spacing_mm is not None
