@@ -173,3 +173,12 @@ def test_phantom_command_refuses_a_folder_that_is_not_a_phantom(tmp_path, capsys
     assert str(tmp_path) in err and "not a phantom folder" in err
     assert (tmp_path / "mine.txt").read_text() == "precious"
     assert main(["phantom", "--out", str(tmp_path / "new"), "--grade", "4"]) == 2
+
+
+def test_mescc_suv_recovers_the_phantom_suv_map(phantom_dir, tmp_path):
+    out = phantom_dir("2", 0)
+    assert main(["suv", str(out / "pet_dicom"), "--out", str(tmp_path / "suv.nii.gz")]) == 0
+    suv = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "suv.nii.gz")))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "pet_suv.nii.gz")))
+    mask = truth > 0.05  # relative error is meaningless at zero activity
+    assert np.max(np.abs(suv[mask] / truth[mask] - 1.0)) < 1e-3  # the bound

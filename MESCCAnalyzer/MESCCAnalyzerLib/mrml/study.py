@@ -1,0 +1,84 @@
+"""Bringing a study into the scene: files or the sample phantom, PET as SUV."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..phantom import write_phantom
+from ..progress import CancelCallback, ProgressCallback, sub_progress
+from .nodes import add_volume_node
+
+
+@dataclass
+class StudyNodes:
+    """The volume nodes of a loaded study (None where the study has no such image)."""
+
+    mri: object
+    t1: object | None = None
+    ct: object | None = None
+    pet: object | None = None
+    labels: object | None = None
+    truth: dict | None = None
+    folder: Path | None = None
+
+
+def load_phantom_study(
+    scene,
+    folder: str | os.PathLike,
+    *,
+    grade: str = "2",
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> StudyNodes:
+    """ "Load sample study": write the phantom into ``folder`` (if not there) and load it.
+
+    The PET is read from its DICOM series and converted to SUVbw on the way, as a real PET
+    would be; the CT and PET keep their scanner frame (registration brings them onto the MRI).
+    """
+    folder = Path(folder)
+    if not (folder / "truth.json").is_file():
+        write_phantom(folder, grade, seed, progress=sub_progress(progress, 0.0, 0.7), cancel=cancel)
+    return load_study_folder(scene, folder, progress=sub_progress(progress, 0.7, 1.0))
+
+
+def load_study_folder(
+    scene, folder: str | os.PathLike, *, progress: ProgressCallback | None = None
+) -> StudyNodes:
+    """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels)."""
+    from ..study import load_image
+    from ..suv import pet_to_suv
+
+    folder = Path(folder)
+    t2_path = folder / "t2.nii.gz"
+    if not t2_path.is_file():
+        raise InputError("no t2.nii.gz in the study folder", path=folder)
+    report = progress or (lambda f, m: None)
+    stem = folder.name or "study"
+    report(0.0, "MRI")
+    nodes = StudyNodes(mri=add_volume_node(scene, load_image(t2_path), f"{stem} T2"), folder=folder)
+    if (folder / "t1.nii.gz").is_file():
+        nodes.t1 = add_volume_node(scene, load_image(folder / "t1.nii.gz"), f"{stem} T1")
+    report(0.4, "CT")
+    if (folder / "ct.nii.gz").is_file():
+        nodes.ct = add_volume_node(scene, load_image(folder / "ct.nii.gz"), f"{stem} CT")
+    report(0.6, "PET")
+    if (folder / "pet_dicom").is_dir():
+        suv_image, _info = pet_to_suv(folder / "pet_dicom")
+        nodes.pet = add_volume_node(
+            scene, sitk.Cast(suv_image, sitk.sitkFloat32), f"{stem} PET SUVbw"
+        )
+    if (folder / "labels.nii.gz").is_file():
+        nodes.labels = add_volume_node(
+            scene, load_image(folder / "labels.nii.gz"), f"{stem} truth labels", labelmap=True
+        )
+    if (folder / "truth.json").is_file():
+        nodes.truth = json.loads((folder / "truth.json").read_text())
+    report(1.0, "loaded")
+    return nodes
