@@ -1,0 +1,245 @@
+"""The Slicer side without Slicer: the .ui, the widget code, the parameter node, the layout.
+
+3D Slicer cannot be installed here, so these tests read the files the application would load
+and check what would otherwise fail only inside Slicer: a widget name the Python code uses
+that the .ui lacks, a parameter with no widget bound, a resource CMake does not install,
+an ExtensionsIndex field missing, a core module importing ``slicer``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_DIR = ROOT / "MESCCAnalyzer"
+MODULE_PY = MODULE_DIR / "MESCCAnalyzer.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MESCCAnalyzer.ui"
+LIB = MODULE_DIR / "MESCCAnalyzerLib"
+
+# What class a widget must be, judged by the suffix of its name (the template's convention).
+SUFFIX_CLASS = {
+    "Button": {
+        "QPushButton",
+        "QToolButton",
+        "ctkCollapsibleButton",
+        "ctkMenuButton",
+        "ctkCheckablePushButton",
+    },
+    "Selector": {
+        "qMRMLNodeComboBox",
+        "qMRMLSubjectHierarchyComboBox",
+        "qMRMLCheckableNodeComboBox",
+    },
+    "Label": {"QLabel"},
+    "ComboBox": {"QComboBox", "ctkComboBox"},
+    "SpinBox": {"QSpinBox", "QDoubleSpinBox", "ctkDoubleSpinBox"},
+    "CheckBox": {"QCheckBox"},
+}
+# Which widget classes can carry each parameter type (slicer.parameterNodeWrapper connectors).
+TYPE_WIDGETS = {
+    "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLLabelMapVolumeNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLSegmentationNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLTransformNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLLinearTransformNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLMarkupsFiducialNode": {"qMRMLNodeComboBox"},
+    "str": {"QComboBox", "QLineEdit", "ctkComboBox"},
+    "int": {"QSpinBox", "QSlider", "ctkSliderWidget"},
+    "float": {
+        "QDoubleSpinBox",
+        "ctkSliderWidget",
+        "ctkDoubleSpinBox",
+        "qMRMLSpinBox",
+        "qMRMLSliderWidget",
+    },
+    "bool": {"QCheckBox", "QPushButton", "QRadioButton", "ctkCheckablePushButton"},
+}
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    tree = ET.parse(UI_FILE)
+    return {w.get("name"): w for w in tree.iter("widget")}
+
+
+def bound_parameters() -> dict[str, str]:
+    """parameter name -> class of the widget bound to it through SlicerParameterName."""
+    bound = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.find("string").text] = widget.get("class")
+                del name
+                break
+    return bound
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+
+
+def ui_names_used_in_code() -> set[str]:
+    names = set()
+    for node in ast.walk(module_tree()):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+        ):
+            names.add(node.attr)
+    return names
+
+
+def parameter_fields() -> dict[str, str]:
+    """Fields of the @parameterNodeWrapper class: name -> base type name."""
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            fields = {}
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign):
+                    ann = stmt.annotation
+                    if (
+                        isinstance(ann, ast.Subscript)
+                        and getattr(ann.value, "id", "") == "Annotated"
+                    ):
+                        ann = ann.slice.elts[0]
+                    fields[stmt.target.id] = ast.unparse(ann)
+            return fields
+    raise AssertionError("no @parameterNodeWrapper class in MESCCAnalyzer.py")
+
+
+def test_every_widget_the_code_uses_exists_in_the_ui_with_a_fitting_class():
+    widgets = ui_widgets()
+    used = ui_names_used_in_code()
+    assert used, "the widget refers to no ui element: the test would check nothing"
+    missing = sorted(used - widgets.keys())
+    assert not missing, f"used in MESCCAnalyzer.py but absent from the .ui: {missing}"
+    for name in used:
+        for suffix, classes in SUFFIX_CLASS.items():
+            if name.endswith(suffix):
+                assert widgets[name].get("class") in classes, (
+                    f"{name} is a {widgets[name].get('class')}"
+                )
+
+
+def test_every_parameter_is_bound_to_a_widget_of_a_matching_kind():
+    fields = parameter_fields()
+    bound = bound_parameters()
+    assert set(fields) == set(bound), (
+        f"unbound: {set(fields) - set(bound)}, unknown: {set(bound) - set(fields)}"
+    )
+    for name, type_name in fields.items():
+        assert bound[name] in TYPE_WIDGETS[type_name], (
+            f"{name}: {type_name} bound to a {bound[name]}"
+        )
+
+
+def test_node_selectors_receive_the_scene():
+    tree = ET.parse(UI_FILE)
+    receivers = {
+        c.find("receiver").text
+        for c in tree.iter("connection")
+        if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"
+        and c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"
+    }
+    selectors = {
+        n
+        for n, w in ui_widgets().items()
+        if w.get("class", "").startswith("qMRML") and n != "MESCCAnalyzer"
+    }
+    assert selectors and selectors <= receivers
+
+
+def test_module_code_and_ui_are_well_formed():
+    compile(MODULE_PY.read_text(encoding="utf-8"), str(MODULE_PY), "exec")
+    root = ET.parse(UI_FILE).getroot()
+    assert root.find("widget").get("class") == "qMRMLWidget"
+    custom = {c.find("class").text for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    qt_classes = {c for c in used if c.startswith("Q")}
+    assert used - qt_classes <= custom, (
+        "every non-Qt widget class must be declared as a custom widget"
+    )
+
+
+def test_module_cmake_installs_the_resources_and_registers_the_self_test():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    active = "\n".join(line for line in text.splitlines() if not line.strip().startswith("#"))
+    assert "slicerMacroBuildScriptedModule" in active and "WITH_GENERIC_TESTS" in active
+    assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT \$\{MODULE_NAME\}\.py", active)
+    for resource in re.findall(r"(Resources/\S+)", active):
+        path = MODULE_DIR / resource.replace("${MODULE_NAME}", "MESCCAnalyzer")
+        assert path.is_file(), f"CMake installs a missing resource: {path}"
+
+
+def test_extension_description_has_what_the_extensions_index_reads():
+    fields = {}
+    for line in (ROOT / "MESCCAnalyzer.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    required = [
+        "scm", "scmurl", "depends", "build_subdirectory", "homepage", "contributors",
+        "category", "iconurl", "status", "description", "screenshoturls", "enabled",
+    ]  # fmt: skip
+    for key in required:
+        assert fields.get(key), f"{key} missing or empty in MESCCAnalyzer.s4ext"
+    assert fields["category"] == "Quantification"
+    top = (ROOT / "CMakeLists.txt").read_text()
+    for var in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf'set\(EXTENSION_{var} "[^"]+"\)', top), f"EXTENSION_{var} not set"
+    assert "add_subdirectory(MESCCAnalyzer)" in top
+    assert (ROOT / "Resources" / "Icons" / "MESCCAnalyzer.png").is_file()
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+CORE_ALLOWED = {"numpy", "SimpleITK", "vtk", "vtkmodules", "pydicom", "slicerio", "nrrd"}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in LIB.glob("*.py")), ids=lambda p: p.name)
+def test_core_modules_use_no_slicer_and_no_qt(path):
+    imported = _imports(path)
+    third_party = {m for m in imported if m not in CORE_ALLOWED and not _is_stdlib(m)}
+    assert not third_party, (
+        f"{path.name} imports {third_party}: the core may use only {sorted(CORE_ALLOWED)}"
+    )
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in (LIB / "mrml").glob("*.py")), ids=lambda p: p.name
+)
+def test_mrml_logic_uses_no_qt_and_no_application_singletons(path):
+    assert "qt" not in _imports(path)
+    singletons = {
+        f"slicer.{node.attr}"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "slicer"
+        and node.attr in ("app", "mrmlScene", "modules")
+    }
+    assert not singletons, f"{path.name} uses {singletons}: take the scene as an argument"
+
+
+def _is_stdlib(name: str) -> bool:
+    import sys
+
+    return name in sys.stdlib_module_names or name == "__future__"
