@@ -1,0 +1,908 @@
+"""PET-CT to MRI co-registration (rigid, optional B-spline refinement).
+
+The MRI is the fixed (reference) image, the CT the moving image; a PET acquired on the same
+PET-CT scanner shares the CT's physical frame and follows the CT's transform.
+
+Transform convention (ITK's): the result maps a point of the **fixed (MRI) physical space,
+LPS mm** to the matching point of the **moving (CT) physical space, LPS mm**. It is what
+``SimpleITK.Resample(ct, mri, transform)`` needs to bring the CT onto the MRI grid, what
+``SimpleITK.WriteTransform`` writes, and what 3D Slicer reads from a ``.tfm`` file (Slicer
+shows it as the CT's parent transform "from parent" after its LPS/RAS conversion).
+
+Method: Mattes mutual information (Mattes et al., IEEE TMI 22(1), 2003) on randomly sampled
+points of the fixed image (or of a fixed mask), regular-step gradient descent over the six
+rigid parameters (Euler angles about the fixed region's centre + translation, scaled by the
+physical shift they cause), a multi-resolution pyramid built here per axis so that every
+level keeps well over a thousand samples (coarse levels with a few hundred samples converge
+to wrong optima), and an initialisation chosen among the scanners' frames, the images'
+geometric centres and intensity centroids (or given by paired landmarks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import ComputationError, InputError
+from .progress import CancelCallback, ProgressCallback, check, sub_progress
+
+INIT_MODES = ("auto", "geometry", "centers", "moments", "landmarks")
+
+
+@dataclass
+class RegistrationSettings:
+    """Tunable parameters; the defaults are those measured in ``docs/registration.md``.
+
+    ``level_spacings_mm``: target voxel size of each pyramid level, coarse to fine; 0 means the
+    images' own resolution. A level is dropped when the fixed region has fewer than
+    ``min_level_voxels`` voxels at that size. ``samples_per_level``: random Mattes samples
+    drawn in the fixed region at each level (all voxels when it has fewer).
+    """
+
+    level_spacings_mm: tuple[float, ...] = (6.0, 3.0, 0.0)
+    samples_per_level: int = 30000
+    min_level_voxels: int = 4000
+    histogram_bins: int = 32
+    max_iterations: tuple[int, ...] = (300, 200, 100)
+    max_step_mm: float = 4.0
+    min_step_mm: float = 0.005
+    relaxation: float = 0.5
+    min_valid_fraction: float = 0.30
+    min_mutual_information: float = 0.02
+    smoothing_fraction: float = 0.5
+    bspline_grid_mm: float = 40.0
+    bspline_iterations: int = 50
+    seed: int = 20261126
+
+
+@dataclass
+class LevelReport:
+    """One pyramid level: its voxel size, samples, iterations, final metric and stop reason."""
+
+    spacing_mm: float
+    samples: int
+    iterations: int
+    metric: float
+    valid_points: int
+    stop_condition: str
+
+
+@dataclass
+class RegistrationResult:
+    """The registration's transform (fixed LPS -> moving LPS) and its quality report."""
+
+    transform: sitk.Transform
+    initial_transform: sitk.Transform
+    init_mode: str
+    metric_value: float
+    initial_metric_value: float
+    levels: list[LevelReport]
+    elapsed_s: float
+    stop_condition: str
+    mean_displacement_mm: float
+    mean_change_from_initial_mm: float
+    deformable: bool = False
+    candidates: dict = field(default_factory=dict)
+
+    @property
+    def iterations_per_level(self) -> list[int]:
+        return [lvl.iterations for lvl in self.levels]
+
+    def report(self) -> dict:
+        """The quality report as JSON-ready data."""
+        rigid = _rigid_part(self.transform)
+        out = {
+            "convention": "maps a point of the fixed (MRI) physical space, LPS mm, to the moving (CT) physical space, LPS mm (ITK)",
+            "transform_type": "rigid + B-spline" if self.deformable else "rigid",
+            "init": self.init_mode,
+            "metric": "Mattes mutual information (negative; lower is better)",
+            "initial_metric_value": self.initial_metric_value,
+            "final_metric_value": self.metric_value,
+            "iterations_per_level": self.iterations_per_level,
+            "levels": [lvl.__dict__ for lvl in self.levels],
+            "stop_condition": self.stop_condition,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "mean_displacement_mm": self.mean_displacement_mm,
+            "mean_change_from_initial_mm": self.mean_change_from_initial_mm,
+        }
+        if rigid is not None:
+            matrix, offset = rigid
+            out["matrix"] = matrix.tolist()
+            out["offset_mm"] = offset.tolist()
+            out["rotation_deg"] = rotation_angle_deg(matrix)
+        if self.candidates:
+            out["init_candidates"] = self.candidates
+        return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_image(image: sitk.Image, role: str, *, path=None) -> None:
+    """Raise :class:`InputError` when ``image`` cannot be registered (not 3D, no variation)."""
+    if image.GetDimension() != 3:
+        raise InputError(
+            f"the {role} image is {image.GetDimension()}D, a 3D volume is needed", path=path
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"the {role} image has {image.GetNumberOfComponentsPerPixel()} components per voxel, a scalar volume is needed",
+            path=path,
+        )
+    if min(image.GetSize()) < 4:
+        raise InputError(
+            f"the {role} image is too small ({image.GetSize()} voxels)",
+            path=path,
+            hint="at least 4 voxels along each axis",
+        )
+    low, high = sitk.MinimumMaximum(image)
+    if not (high > low):
+        raise InputError(
+            f"the {role} image has no intensity variation (every voxel is {low:g})",
+            path=path,
+            hint="check that the right series was loaded",
+        )
+
+
+def mask_on_grid(mask: sitk.Image, reference: sitk.Image, *, path=None) -> sitk.Image:
+    """The fixed mask as a uint8 0/1 image on ``reference``'s grid (nearest neighbour)."""
+    if mask.GetDimension() != 3:
+        raise InputError("the mask is not a 3D image", path=path)
+    binary = sitk.Cast(sitk.NotEqual(sitk.Cast(mask, sitk.sitkFloat32), 0.0), sitk.sitkUInt8)
+    same = (
+        binary.GetSize() == reference.GetSize()
+        and np.allclose(binary.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+        and np.allclose(binary.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+        and np.allclose(binary.GetDirection(), reference.GetDirection(), atol=1e-5)
+    )
+    if not same:
+        binary = sitk.Resample(
+            binary, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
+    if sitk.GetArrayViewFromImage(binary).max() == 0:
+        raise InputError(
+            "the fixed mask is empty (no voxel inside the fixed image)",
+            path=path,
+            hint="draw the region around the lesion level on the MRI",
+        )
+    return binary
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def transform_points(transform: sitk.Transform, points_lps: np.ndarray) -> np.ndarray:
+    """Apply ``transform`` to (N, 3) LPS points (vectorised for linear transforms)."""
+    pts = np.asarray(points_lps, dtype=float).reshape(-1, 3)
+    affine = _affine_of(transform)
+    if affine is not None:
+        matrix, offset = affine
+        return pts @ matrix.T + offset
+    return np.array([transform.TransformPoint(tuple(map(float, p))) for p in pts])
+
+
+def _affine_of(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray] | None:
+    """(matrix, offset) with y = matrix @ x + offset, or None for a non-linear transform."""
+    if not transform.IsLinear():
+        return None
+    y0 = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
+    matrix = np.column_stack([np.array(transform.TransformPoint(tuple(e))) - y0 for e in np.eye(3)])
+    return matrix, y0
+
+
+def _rigid_part(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray] | None:
+    affine = _affine_of(transform)
+    if affine is not None:
+        return affine
+    if transform.GetName() == "CompositeTransform":
+        comp = sitk.CompositeTransform(transform)
+        for i in range(comp.GetNumberOfTransforms()):
+            part = comp.GetNthTransform(i)
+            if part.IsLinear():
+                return _affine_of(part)
+    return None
+
+
+def rotation_angle_deg(matrix: np.ndarray) -> float:
+    """The rotation angle (degrees) of a 3x3 rotation matrix."""
+    cos = (np.trace(np.asarray(matrix)[:3, :3]) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def tre_mm(t_est: sitk.Transform, t_true: sitk.Transform, points_lps: np.ndarray) -> float:
+    """Target registration error: mean distance (mm) between ``t_est(p)`` and ``t_true(p)``."""
+    a = transform_points(t_est, points_lps)
+    b = transform_points(t_true, points_lps)
+    return float(np.mean(np.linalg.norm(a - b, axis=1)))
+
+
+def mask_points_lps(mask: sitk.Image, *, max_points: int = 20000, seed: int = 0) -> np.ndarray:
+    """Physical (LPS) centres of the non-zero voxels of ``mask`` (a random subset of at most ``max_points``)."""
+    kji = np.argwhere(sitk.GetArrayViewFromImage(mask) != 0)
+    if len(kji) > max_points:
+        rng = np.random.default_rng(seed)
+        kji = kji[rng.choice(len(kji), max_points, replace=False)]
+    return index_to_lps(mask, kji[:, ::-1])
+
+
+def index_to_lps(image: sitk.Image, ijk: np.ndarray) -> np.ndarray:
+    """Continuous (N, 3) ``ijk`` indices of ``image`` to LPS points (mm)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = np.array(image.GetSpacing())
+    origin = np.array(image.GetOrigin())
+    return np.asarray(ijk, dtype=float) @ (direction * spacing).T + origin
+
+
+def voxel_size_mm(image: sitk.Image) -> float:
+    """Edge of the cube with the voxel's volume (geometric mean of the spacings), mm."""
+    return float(np.prod(image.GetSpacing()) ** (1.0 / 3.0))
+
+
+def _physical_box(image: sitk.Image) -> np.ndarray:
+    """The 8 corners (LPS) of the image's voxel-centre bounding box."""
+    size = np.array(image.GetSize()) - 1
+    corners = np.array(
+        [[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])], dtype=float
+    )
+    return index_to_lps(image, corners)
+
+
+def overlap_fraction(
+    fixed_points_lps: np.ndarray, moving: sitk.Image, transform: sitk.Transform
+) -> float:
+    """Fraction of fixed points that ``transform`` maps inside the moving image."""
+    mapped = transform_points(transform, fixed_points_lps)
+    direction = np.array(moving.GetDirection()).reshape(3, 3)
+    spacing = np.array(moving.GetSpacing())
+    ijk = (mapped - np.array(moving.GetOrigin())) @ np.linalg.inv(direction * spacing).T
+    size = np.array(moving.GetSize())
+    inside = np.all((ijk >= -0.5) & (ijk <= size - 0.5), axis=1)
+    return float(inside.mean()) if len(inside) else 0.0
+
+
+# --------------------------------------------------------------------------- pyramid
+
+
+def _shrink_to(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """Average-shrink ``image`` (float) by an integer factor per axis towards ``spacing_mm``."""
+    if spacing_mm <= 0:
+        return image
+    factors = [max(1, int(math.floor(spacing_mm / s + 0.25))) for s in image.GetSpacing()]
+    factors = [min(f, max(1, n // 4)) for f, n in zip(factors, image.GetSize(), strict=True)]
+    if all(f == 1 for f in factors):
+        return image
+    return sitk.BinShrink(image, factors)
+
+
+def _crop_to_mask(
+    fixed: sitk.Image, mask: sitk.Image, margin_mm: float
+) -> tuple[sitk.Image, sitk.Image]:
+    """Crop the fixed image and its mask to the mask's bounding box plus ``margin_mm``."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    bbox = stats.GetBoundingBox(1)
+    lower = np.array(bbox[:3])
+    upper = lower + np.array(bbox[3:])
+    margin = np.ceil(margin_mm / np.array(fixed.GetSpacing())).astype(int)
+    lower = np.maximum(lower - margin, 0)
+    upper = np.minimum(upper + margin, np.array(fixed.GetSize()))
+    if np.all(lower == 0) and np.all(upper == np.array(fixed.GetSize())):
+        return fixed, mask
+    size = [int(v) for v in upper - lower]
+    index = [int(v) for v in lower]
+    return sitk.RegionOfInterest(fixed, size, index), sitk.RegionOfInterest(mask, size, index)
+
+
+@dataclass
+class _Level:
+    spacing_mm: float
+    fixed: sitk.Image
+    mask: sitk.Image | None
+    moving: sitk.Image
+    region_voxels: int
+
+
+def _build_pyramid(
+    fixed: sitk.Image, mask: sitk.Image | None, moving: sitk.Image, settings: RegistrationSettings
+) -> list[_Level]:
+    levels = []
+    for spacing in settings.level_spacings_mm:
+        if (
+            spacing > 0
+            and spacing <= 1.2 * max(fixed.GetSpacing())
+            and spacing <= 1.2 * max(moving.GetSpacing())
+        ):
+            continue  # no coarser than the images themselves: the native level does it
+        f_l = _shrink_to(fixed, spacing)
+        if mask is not None:
+            m_l = (
+                mask
+                if f_l is fixed
+                else sitk.Cast(
+                    sitk.Greater(
+                        sitk.BinShrink(sitk.Cast(mask, sitk.sitkFloat32), _factors(fixed, f_l)),
+                        0.25,
+                    ),
+                    sitk.sitkUInt8,
+                )
+            )
+            region = int(sitk.GetArrayViewFromImage(m_l).sum())
+        else:
+            m_l = None
+            region = int(np.prod(f_l.GetSize()))
+        if spacing > 0 and region < settings.min_level_voxels:
+            continue  # too few samples at this resolution: coarse levels like this go astray
+        levels.append(_Level(spacing, f_l, m_l, _shrink_to(moving, spacing), region))
+    if not levels:
+        raise InputError("the fixed region is too small to register", hint="enlarge the fixed mask")
+    if levels[-1].region_voxels < 1000:
+        raise InputError(
+            f"the fixed region has only {levels[-1].region_voxels} voxels; mutual information needs well over a thousand",
+            hint="enlarge the fixed mask",
+        )
+    return levels
+
+
+def _factors(big: sitk.Image, small: sitk.Image) -> list[int]:
+    return [max(1, int(round(b / s))) for b, s in zip(big.GetSize(), small.GetSize(), strict=True)]
+
+
+# --------------------------------------------------------------------------- initialisation
+
+
+def _centroid_lps(image: sitk.Image, mask: sitk.Image | None = None) -> np.ndarray:
+    """Intensity-weighted centroid (weights = intensity above the 2nd percentile)."""
+    small = _shrink_to(image, 4.0)
+    arr = sitk.GetArrayFromImage(small).astype(np.float64)
+    if mask is not None:
+        m_small = sitk.Resample(mask, small, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        weights_mask = sitk.GetArrayFromImage(m_small) > 0
+    else:
+        weights_mask = np.ones(arr.shape, bool)
+    values = arr[weights_mask]
+    w = np.clip(arr - np.percentile(values, 2.0), 0.0, None) * weights_mask
+    if w.sum() <= 0:
+        w = weights_mask.astype(float)
+    kji = np.indices(arr.shape).reshape(3, -1).T
+    centre_kji = (kji * w.reshape(-1, 1)).sum(axis=0) / w.sum()
+    return index_to_lps(small, centre_kji[::-1][None, :])[0]
+
+
+def _region_points(fixed: sitk.Image, mask: sitk.Image | None, n: int = 4000) -> np.ndarray:
+    """Up to ``n`` LPS points spread over the fixed region (mask voxels, else the whole grid)."""
+    if mask is not None:
+        return mask_points_lps(mask, max_points=n)
+    size = np.array(fixed.GetSize())
+    rng = np.random.default_rng(0)
+    ijk = rng.uniform(0, 1, size=(n, 3)) * (size - 1)
+    return index_to_lps(fixed, ijk)
+
+
+def _box_centre_lps(image: sitk.Image) -> np.ndarray:
+    return _physical_box(image).mean(axis=0)
+
+
+def _initial_candidates(fixed, mask, moving, init, landmarks) -> dict[str, sitk.Euler3DTransform]:
+    """Rigid starting transforms (fixed -> moving), centred on the fixed region."""
+    if mask is not None:
+        centre = mask_points_lps(mask, max_points=5000).mean(axis=0)
+    else:
+        centre = _box_centre_lps(fixed)
+    out = {}
+
+    def translation(shift):
+        t = sitk.Euler3DTransform()
+        t.SetCenter(tuple(map(float, centre)))
+        t.SetTranslation(tuple(map(float, shift)))
+        return t
+
+    if init == "landmarks":
+        fixed_pts, moving_pts = landmarks
+        versor = sitk.LandmarkBasedTransformInitializer(
+            sitk.VersorRigid3DTransform(),
+            [float(v) for v in np.asarray(fixed_pts).ravel()],
+            [float(v) for v in np.asarray(moving_pts).ravel()],
+        )
+        t = sitk.Euler3DTransform()
+        t.SetCenter(tuple(map(float, centre)))
+        matrix, offset = _affine_of(versor)
+        t.SetMatrix(tuple(map(float, matrix.ravel())))
+        # offset = c + t - R c  ->  t = offset - c + R c
+        t.SetTranslation(tuple(map(float, offset - centre + matrix @ centre)))
+        out["landmarks"] = t
+        return out
+    if init in ("auto", "geometry"):
+        out["geometry"] = translation(np.zeros(3))
+    if init in ("auto", "centers"):
+        fixed_centre = _box_centre_lps(fixed) if mask is None else centre
+        out["centers"] = translation(_box_centre_lps(moving) - fixed_centre)
+    if init in ("auto", "moments"):
+        out["moments"] = translation(_centroid_lps(moving) - _centroid_lps(fixed, mask))
+    return out
+
+
+def _distinct(
+    candidates: dict[str, sitk.Euler3DTransform], tol_mm: float = 3.0
+) -> dict[str, sitk.Euler3DTransform]:
+    kept: dict[str, sitk.Euler3DTransform] = {}
+    for name, t in candidates.items():
+        if all(
+            np.linalg.norm(np.subtract(t.GetTranslation(), k.GetTranslation())) > tol_mm
+            for k in kept.values()
+        ):
+            kept[name] = t
+    return kept
+
+
+# --------------------------------------------------------------------------- the registration
+
+
+def _method(
+    level: _Level, settings: RegistrationSettings, iterations: int
+) -> tuple[sitk.ImageRegistrationMethod, int]:
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    if level.region_voxels > settings.samples_per_level:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(
+            settings.samples_per_level / level.region_voxels, settings.seed
+        )
+        samples = settings.samples_per_level
+    else:
+        reg.SetMetricSamplingStrategy(reg.NONE)
+        samples = level.region_voxels
+    if level.mask is not None:
+        reg.SetMetricFixedMask(level.mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    # Gradients by central differences at the sample points only: SimpleITK's default
+    # gradient-image filters would compute a full gradient volume of both images per level.
+    reg.MetricUseFixedImageGradientFilterOff()
+    reg.MetricUseMovingImageGradientFilterOff()
+    step = (
+        settings.max_step_mm
+        if level.spacing_mm <= 0
+        else max(settings.max_step_mm, level.spacing_mm)
+    )
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=step,
+        minStep=settings.min_step_mm,
+        numberOfIterations=iterations,
+        relaxationFactor=settings.relaxation,
+        gradientMagnitudeTolerance=1e-8,
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([1])
+    # Coarse levels: Gaussian smoothing (sigma = half the level's voxel size, mm) on top of the
+    # averaging shrink widens the capture range; the full-resolution level is not smoothed.
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetSmoothingSigmasPerLevel(
+        [settings.smoothing_fraction * level.spacing_mm if level.spacing_mm > 0 else 0.0]
+    )
+    return reg, samples
+
+
+def _execute(reg, fixed, moving, progress, cancel, what: str):
+    cancelled = []
+
+    def on_iteration():
+        if cancel is not None and cancel():
+            cancelled.append(True)
+            reg.StopRegistration()
+        progress(
+            min(reg.GetOptimizerIteration() / 100.0, 0.99),
+            f"{what}: iteration {reg.GetOptimizerIteration()}, metric {reg.GetMetricValue():.4f}",
+        )
+
+    reg.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    try:
+        result = reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise ComputationError(
+            _explain_itk_error(exc),
+            hint="check that the images show the same region, or give --init landmarks",
+        ) from exc
+    finally:
+        reg.RemoveAllCommands()
+    check(lambda: bool(cancelled))
+    return result
+
+
+def _explain_itk_error(exc: Exception) -> str:
+    text = str(exc)
+    if "outside" in text or "valid" in text.lower() or "Too many samples" in text:
+        return "registration failed: too few points of the fixed image fall inside the moving image (the images do not overlap enough)"
+    last = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"registration failed inside ITK: {last[-1] if last else text}"
+
+
+def _evaluate(level: _Level, settings: RegistrationSettings, transform: sitk.Transform) -> float:
+    """The metric of ``transform`` at ``level`` (inf when it cannot be evaluated)."""
+    reg, _ = _method(level, settings, 0)
+    reg.SetInitialTransform(sitk.Euler3DTransform(transform), inPlace=False)
+    try:
+        return float(reg.MetricEvaluate(level.fixed, level.moving))
+    except RuntimeError:
+        return math.inf
+
+
+def _run_level(
+    level: _Level,
+    settings: RegistrationSettings,
+    iterations: int,
+    transform: sitk.Euler3DTransform,
+    progress,
+    cancel,
+    what: str,
+) -> LevelReport:
+    """Optimise ``transform`` in place at one pyramid level; check that enough samples stay valid."""
+    reg, samples = _method(level, settings, iterations)
+    reg.SetInitialTransform(transform, inPlace=True)
+    _execute(reg, level.fixed, level.moving, progress, cancel, what)
+    valid = int(reg.GetMetricNumberOfValidPoints())
+    report = LevelReport(
+        spacing_mm=float(
+            level.spacing_mm if level.spacing_mm > 0 else max(level.fixed.GetSpacing())
+        ),
+        samples=int(samples),
+        iterations=int(reg.GetOptimizerIteration()),
+        metric=float(reg.GetMetricValue()),
+        valid_points=valid,
+        stop_condition=reg.GetOptimizerStopConditionDescription(),
+    )
+    if valid < settings.min_valid_fraction * samples or valid < 1000:
+        raise ComputationError(
+            f"only {valid} of {samples} sample points stayed inside the moving image ({what})",
+            hint="the images overlap too little; check the fields of view or give --init landmarks.json",
+        )
+    return report
+
+
+def register(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    *,
+    fixed_mask: sitk.Image | None = None,
+    init: str = "auto",
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
+    deformable: bool = False,
+    settings: RegistrationSettings | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> RegistrationResult:
+    """Register ``moving`` (CT) to ``fixed`` (MRI): a rigid transform, optionally refined by a B-spline.
+
+    Parameters
+    ----------
+    fixed, moving : SimpleITK images (3D, scalar); any pixel type, any orientation.
+    fixed_mask : optional image (non-zero = region to match, e.g. around the lesion level),
+        resampled onto the fixed grid if needed. Without it the whole fixed image is used.
+    init : "auto" (default: the scanners' frames, the geometric centres and the intensity
+        centroids are each tried at the coarsest level, the best metric wins), "geometry",
+        "centers", "moments" or "landmarks" (then ``landmarks = (fixed_lps, moving_lps)``,
+        paired (N, 3) arrays, N >= 3).
+    deformable : add a B-spline refinement (control grid ``settings.bspline_grid_mm``) after
+        the rigid step.
+
+    Returns
+    -------
+    RegistrationResult whose ``transform`` maps fixed LPS points to moving LPS points.
+
+    Raises
+    ------
+    InputError for unusable inputs (no intensity variation, empty mask, bad landmarks);
+    ComputationError when the images do not overlap or the optimisation does not converge.
+    """
+    settings = settings or RegistrationSettings()
+    progress = progress or (lambda fraction, message: None)
+    if init not in INIT_MODES:
+        raise InputError(f"unknown initialisation '{init}'", hint=f"one of {', '.join(INIT_MODES)}")
+    if init == "landmarks" and landmarks is None:
+        raise InputError("landmark initialisation needs paired landmarks")
+    if landmarks is not None:
+        init = "landmarks"
+    t_start = time.perf_counter()
+    validate_image(fixed, "fixed")
+    validate_image(moving, "moving")
+    fixed_f = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving_f = sitk.Cast(moving, sitk.sitkFloat32)
+    mask = None
+    if fixed_mask is not None:
+        mask = mask_on_grid(fixed_mask, fixed_f)
+        fixed_f, mask = _crop_to_mask(
+            fixed_f, mask, margin_mm=2.0 * max(settings.level_spacings_mm)
+        )
+        region = sitk.GetArrayViewFromImage(mask).astype(bool)
+        values = sitk.GetArrayViewFromImage(fixed_f)[region]
+        if values.size and values.max() <= values.min():
+            raise InputError("the fixed image has no intensity variation inside the mask")
+    check(cancel)
+    levels = _build_pyramid(fixed_f, mask, moving_f, settings)
+    check(cancel)
+    progress(0.05, "initialising")
+
+    # Each starting candidate runs through the coarse levels; the distinct results then run at
+    # full resolution, where the metric (same random samples for all) picks the winner.
+    # Comparing at a coarse level alone is not enough: a tight mask makes coarse optima lie.
+    candidates = _distinct(_initial_candidates(fixed_f, mask, moving_f, init, landmarks))
+    iters = list(settings.max_iterations[: len(levels) - 1]) + [settings.max_iterations[-1]]
+    iters = [settings.max_iterations[0]] * (len(levels) - len(iters)) + iters
+    region_points = _region_points(fixed_f, mask)
+    span = 0.65 if deformable else 0.95
+    scores: dict[str, dict] = {}
+    paths = []  # (name, initial, transform, reports)
+    n_steps = len(candidates) * len(levels)
+    step = 0
+
+    def level_progress(what):
+        nonlocal step
+        start = 0.05 + (span - 0.05) * step / n_steps
+        step += 1
+        return sub_progress(progress, start, 0.05 + (span - 0.05) * step / n_steps)
+
+    for name, t0 in candidates.items():
+        check(cancel)
+        start_overlap = overlap_fraction(region_points, moving_f, t0)
+        if start_overlap < settings.min_valid_fraction:
+            scores[name] = {
+                "start_overlap_fraction": round(start_overlap, 3),
+                "result": "no overlap",
+            }
+            step += len(levels)
+            continue
+        transform = sitk.Euler3DTransform(t0)
+        try:
+            reports = [
+                _run_level(
+                    levels[i],
+                    settings,
+                    iters[i],
+                    transform,
+                    level_progress(name),
+                    cancel,
+                    f"{name} level {i + 1}/{len(levels)}",
+                )
+                for i in range(len(levels) - 1)
+            ]
+        except ComputationError as exc:
+            scores[name] = {"result": f"failed: {exc.message}"}
+            step += len(levels) - 1
+            continue
+        paths.append([name, t0, transform, reports])
+    # the coarse results that converged to the same place (within 1 mm) need one final run
+    finals = []
+    for path in paths:
+        if any(tre_mm(path[2], other[2], region_points) < 1.0 for other in finals):
+            scores[path[0]] = {"result": "same as another start after the coarse levels"}
+            step += 1
+            continue
+        finals.append(path)
+    best = None
+    errors = []
+    for path in finals:
+        name, t0, transform, reports = path
+        try:
+            reports.append(
+                _run_level(
+                    levels[-1],
+                    settings,
+                    iters[-1],
+                    transform,
+                    level_progress(name),
+                    cancel,
+                    f"{name} full resolution",
+                )
+            )
+        except ComputationError as exc:
+            scores[name] = {"result": f"failed: {exc.message}"}
+            errors.append(exc)
+            continue
+        last = reports[-1]
+        overlap = overlap_fraction(region_points, moving_f, transform)
+        scores[name] = {
+            "metric": last.metric,
+            "overlap_fraction": round(overlap, 3),
+            "valid_points": last.valid_points,
+        }
+        if overlap >= settings.min_valid_fraction and (
+            best is None or last.metric < best[3][-1].metric
+        ):
+            best = path
+    if best is None:
+        if errors and len(errors) == len(finals):
+            raise errors[0]
+        raise ComputationError(
+            "the MRI region and the CT do not overlap from any starting position tried"
+            + (f" ({', '.join(candidates)})" if candidates else ""),
+            hint="give paired landmarks with --init landmarks.json when the scanners' frames are far apart",
+        )
+    best_name, initial, transform, reports = best
+    initial = sitk.Euler3DTransform(initial)
+    initial_metric = _evaluate(levels[-1], settings, initial)
+    final_metric = reports[-1].metric
+    # Mattes MI of two unrelated images with ~30000 samples and 32 bins stays below ~0.005
+    # nats (white noise against the real T2: 0.0046); real MRI/CT pairs give 0.1-0.8.
+    if not np.isfinite(final_metric) or -final_metric < settings.min_mutual_information:
+        raise ComputationError(
+            f"registration did not converge: the mutual information stayed at {-final_metric:.4f} (no shared structure found)",
+            hint="check that both images show the same anatomy",
+        )
+    if reports[-1].iterations >= iters[-1]:
+        raise ComputationError(
+            f"registration did not converge within {reports[-1].iterations} iterations at full resolution "
+            f"(last step: {reports[-1].stop_condition})",
+            hint="try another --init or a fixed mask around the lesion level",
+        )
+    result_transform: sitk.Transform = sitk.Euler3DTransform(transform)
+    stop = reports[-1].stop_condition
+    if deformable:
+        check(cancel)
+        result_transform, bspline_report = _bspline_refinement(
+            levels[-1], transform, settings, sub_progress(progress, span, 0.95), cancel
+        )
+        reports.append(bspline_report)
+        final_metric = bspline_report.metric
+        stop = bspline_report.stop_condition
+
+    points = region_points
+    mean_disp = float(
+        np.mean(np.linalg.norm(transform_points(result_transform, points) - points, axis=1))
+    )
+    change = float(
+        np.mean(
+            np.linalg.norm(
+                transform_points(result_transform, points) - transform_points(initial, points),
+                axis=1,
+            )
+        )
+    )
+    progress(1.0, "done")
+    return RegistrationResult(
+        transform=result_transform,
+        initial_transform=initial,
+        init_mode=best_name,
+        metric_value=float(final_metric),
+        initial_metric_value=float(initial_metric),
+        levels=reports,
+        elapsed_s=time.perf_counter() - t_start,
+        stop_condition=stop,
+        mean_displacement_mm=mean_disp,
+        mean_change_from_initial_mm=change,
+        deformable=deformable,
+        candidates=scores,
+    )
+
+
+def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, progress, cancel):
+    """B-spline refinement on the finest level; the rigid transform is applied first to the moving side."""
+    extent = np.array(level.fixed.GetSize()) * np.array(level.fixed.GetSpacing())
+    mesh = [max(1, int(round(e / settings.bspline_grid_mm))) for e in extent]
+    bspline = sitk.BSplineTransformInitializer(level.fixed, mesh, order=3)
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    if level.region_voxels > settings.samples_per_level:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(
+            settings.samples_per_level / level.region_voxels, settings.seed
+        )
+        samples = settings.samples_per_level
+    else:
+        samples = level.region_voxels
+    if level.mask is not None:
+        reg.SetMetricFixedMask(level.mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    # Gradients by central differences at the sample points only: SimpleITK's default
+    # gradient-image filters would compute a full gradient volume of both images per level.
+    reg.MetricUseFixedImageGradientFilterOff()
+    reg.MetricUseMovingImageGradientFilterOff()
+    reg.SetMovingInitialTransform(rigid)
+    reg.SetInitialTransform(bspline, inPlace=True)
+    reg.SetOptimizerAsLBFGSB(
+        gradientConvergenceTolerance=1e-5,
+        numberOfIterations=settings.bspline_iterations,
+        maximumNumberOfCorrections=5,
+        maximumNumberOfFunctionEvaluations=4 * settings.bspline_iterations,
+        costFunctionConvergenceFactor=1e7,
+    )
+    reg.SetShrinkFactorsPerLevel([1])
+    reg.SetSmoothingSigmasPerLevel([0.0])
+    _execute(reg, level.fixed, level.moving, progress, cancel, "B-spline")
+    report = LevelReport(
+        spacing_mm=float(settings.bspline_grid_mm),
+        samples=int(samples),
+        iterations=int(reg.GetOptimizerIteration()),
+        metric=float(reg.GetMetricValue()),
+        valid_points=int(reg.GetMetricNumberOfValidPoints()),
+        stop_condition="B-spline: " + reg.GetOptimizerStopConditionDescription(),
+    )
+    composite = sitk.CompositeTransform([sitk.Euler3DTransform(rigid), bspline])
+    return composite, report
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def resample_onto(
+    image: sitk.Image,
+    reference: sitk.Image,
+    transform: sitk.Transform,
+    *,
+    labelmap: bool = False,
+    default_value: float | None = None,
+) -> sitk.Image:
+    """Resample ``image`` (in the moving frame) onto ``reference``'s grid through ``transform``.
+
+    ``transform`` maps reference (fixed) LPS points to ``image`` (moving) LPS points, as
+    :func:`register` returns. Linear interpolation, or nearest neighbour for a labelmap.
+    Voxels falling outside ``image`` get ``default_value`` (the image's minimum, e.g. air in
+    a CT or 0 in a PET, unless given). The pixel type is kept.
+    """
+    if default_value is None:
+        default_value = 0.0 if labelmap else float(sitk.MinimumMaximum(image)[0])
+    interp = sitk.sitkNearestNeighbor if labelmap else sitk.sitkLinear
+    return sitk.Resample(
+        image, reference, transform, interp, float(default_value), image.GetPixelID()
+    )
+
+
+# --------------------------------------------------------------------------- test and benchmark helpers
+
+
+def random_rigid(
+    rng: np.random.Generator,
+    *,
+    max_angle_deg: float,
+    max_shift_mm: float,
+    center_lps: Sequence[float],
+) -> sitk.Euler3DTransform:
+    """A rigid transform with a uniformly random axis, angle in [0, max] and shift of length in [0, max]."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.radians(rng.uniform(0.0, max_angle_deg))
+    shift = rng.normal(size=3)
+    shift *= rng.uniform(0.0, max_shift_mm) / np.linalg.norm(shift)
+    versor = sitk.VersorRigid3DTransform()
+    versor.SetCenter(tuple(map(float, center_lps)))
+    versor.SetRotation(tuple(map(float, axis)), float(angle))
+    versor.SetTranslation(tuple(map(float, shift)))
+    t = sitk.Euler3DTransform()
+    t.SetCenter(versor.GetCenter())
+    t.SetMatrix(versor.GetMatrix())
+    t.SetTranslation(versor.GetTranslation())
+    return t
+
+
+def moved_copy(
+    image: sitk.Image,
+    fixed_to_moving: sitk.Transform,
+    *,
+    spacing_mm: Sequence[float] | None = None,
+    pad_mm: float = 0.0,
+) -> sitk.Image:
+    """``image`` seen in a moving frame: the returned image M satisfies M(T(x)) = image(x).
+
+    The grid of M is the image's grid carried by T (same orientation relative to the
+    anatomy, so nothing is cut off), optionally with another voxel size (``spacing_mm``) and
+    ``pad_mm`` of extra field of view on each side.
+    """
+    matrix, offset = _affine_of(fixed_to_moving)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = np.array(image.GetSpacing())
+    extent = (np.array(image.GetSize()) - 1) * spacing
+    new_spacing = np.array(spacing_mm, dtype=float) if spacing_mm is not None else spacing
+    new_direction = matrix @ direction
+    new_size = np.floor((extent + 2 * pad_mm) / new_spacing).astype(int) + 1
+    origin_fixed = np.array(image.GetOrigin()) - direction @ np.full(3, pad_mm)
+    new_origin = matrix @ origin_fixed + offset
+    ref = sitk.Image([int(v) for v in new_size], image.GetPixelID())
+    ref.SetSpacing(tuple(map(float, new_spacing)))
+    ref.SetDirection(tuple(map(float, new_direction.ravel())))
+    ref.SetOrigin(tuple(map(float, new_origin)))
+    # Resample's transform maps output (moving) points to input (fixed) points: T^-1.
+    return sitk.Resample(
+        image, ref, fixed_to_moving.GetInverse(), sitk.sitkLinear, 0.0, image.GetPixelID()
+    )
