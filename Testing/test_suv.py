@@ -310,3 +310,38 @@ def test_missing_scan_times_name_the_tag_and_accept_scan_time():
     info = suv.compute_suv(header, overrides=suv.SUVOverrides(scan_time="114946.2"))
     assert 5000 * info.factor == pytest.approx(2.0, rel=1e-12)  # one half-life again
     assert info.reference_source.endswith("(--scan-time)")
+
+
+def test_uncorrected_slices_each_decay_to_their_own_time():
+    # two frames of 120 s starting one and two half-lives after injection
+    first = _header(decay_correction="NONE", corrected_image=("ATTN",))
+    second = suv.with_overrides(first, acquisition_time="133932.4")  # 10:00 + 2 × 6586.2 s
+    info = suv.compute_suv([first, second])
+    lam, frame_s = math.log(2) / F18_HALF_LIFE_S, 120.0
+    average = (1 - math.exp(-lam * frame_s)) / (lam * frame_s)
+    assert info.factors == pytest.approx(
+        [70000 / (350e6 * 0.5 * average), 70000 / (350e6 * 0.25 * average)], rel=1e-12
+    )
+
+
+def test_ge_private_scan_time_when_series_time_is_later():
+    header = _header(
+        series_time="120000",  # later than the acquisition: a re-saved series
+        ge_scan_datetime="20240301114946.2",
+    )
+    info = suv.compute_suv(header)
+    assert info.reference_source.startswith("GE private")
+    assert 5000 * info.factor == pytest.approx(2.0, rel=1e-12)  # one half-life
+    without = suv.compute_suv(suv.with_overrides(header, ge_scan_datetime=None))
+    assert without.reference_source.startswith("earliest AcquisitionTime")
+    assert without.factor == pytest.approx(info.factor, rel=1e-12)  # same instant here
+
+
+def test_philips_suv_scale_refuses_hand_values_it_cannot_apply():
+    header = _header(units="CNTS", philips_suv_scale=0.000551)
+    assert suv.suv_factor(header) == 0.000551
+    with pytest.raises(InputError, match="cannot be applied by hand"):
+        suv.compute_suv(header, overrides=suv.SUVOverrides(weight_kg=80))
+    both = suv.with_overrides(header, philips_activity_scale=2.0)
+    info = suv.compute_suv(both, overrides=suv.SUVOverrides(weight_kg=70))
+    assert 5000 * info.factor == pytest.approx(2 * 2.0, rel=1e-12)  # 2 × the BQML SUV of 2
