@@ -56,7 +56,8 @@ class RegistrationSettings:
     min_mutual_information: float = 0.02
     smoothing_fraction: float = 0.5
     bspline_grid_mm: float = 40.0
-    bspline_iterations: int = 50
+    bspline_iterations: int = 20
+    bspline_samples: int = 10000
     seed: int = 20261126
 
 
@@ -250,6 +251,12 @@ def _physical_box(image: sitk.Image) -> np.ndarray:
         [[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])], dtype=float
     )
     return index_to_lps(image, corners)
+
+
+def bounds_lps(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper LPS corners (mm) of the box holding the image's voxel centres."""
+    corners = _physical_box(image)
+    return corners.min(axis=0), corners.max(axis=0)
 
 
 def overlap_fraction(
@@ -784,12 +791,12 @@ def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, p
     bspline = sitk.BSplineTransformInitializer(level.fixed, mesh, order=3)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    if level.region_voxels > settings.samples_per_level:
+    if level.region_voxels > settings.bspline_samples:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(
-            settings.samples_per_level / level.region_voxels, settings.seed
+            settings.bspline_samples / level.region_voxels, settings.seed
         )
-        samples = settings.samples_per_level
+        samples = settings.bspline_samples
     else:
         samples = level.region_voxels
     if level.mask is not None:
@@ -805,7 +812,7 @@ def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, p
         gradientConvergenceTolerance=1e-5,
         numberOfIterations=settings.bspline_iterations,
         maximumNumberOfCorrections=5,
-        maximumNumberOfFunctionEvaluations=4 * settings.bspline_iterations,
+        maximumNumberOfFunctionEvaluations=2 * settings.bspline_iterations,
         costFunctionConvergenceFactor=1e7,
     )
     reg.SetShrinkFactorsPerLevel([1])
