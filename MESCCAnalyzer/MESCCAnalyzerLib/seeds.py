@@ -1,0 +1,210 @@
+"""Seed strokes placed automatically from a known labelmap (tests, benchmarks, the demo).
+
+A user of *Grow from seeds* paints a few short strokes inside each structure and around it.
+:func:`strokes_from_labels` imitates that from a truth (or guide) labelmap, deterministically
+for a given ``rng_seed``:
+
+* the axial axis is the image axis closest to the patient's superior direction (so a
+  sagittal-stored MRI gets axial strokes too);
+* for each structure, the voxels at least ``inset_mm`` inside it (3D distance, spacing-aware;
+  halved until some remain, so a thin structure still gets strokes) are the candidates;
+* ``slices`` axial slices are chosen spread over the structure's extent (quantiles 0.2-0.8,
+  jittered); on each, ``strokes_per_slice`` straight strokes of 3-8 voxels start at a random
+  candidate voxel in a random in-plane direction and stop where they leave the candidates;
+* "other" strokes (label ``other_label``) are drawn the same way in the unlabelled voxels at
+  least ``inset_mm`` away from every structure: half of them "near", at least
+  ``other_inset_mm`` from every structure and within ``other_near_mm`` of the soft structures
+  ``near_to`` (cord, CSF, mass: the epidural fat and ligaments around the sac, the tissue
+  around the mass), half up to ``other_within_mm`` from any structure (muscle), on the
+  structures' slices; plus near strokes on ``other_slices`` slices spread over the near
+  region's extent (discs, tissue between the painted slices);
+* a structure never gets more than ``max_fraction`` (2 %) of its voxels as seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
+
+OTHER_LABEL = 5
+
+
+def axial_axis_kji(image: sitk.Image) -> int:
+    """The numpy (k, j, i) axis whose direction is closest to the superior (LPS z) axis."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)  # columns: i, j, k directions
+    ijk_axis = int(np.argmax(np.abs(direction[2, :])))
+    return 2 - ijk_axis
+
+
+def _inside_distance_mm(mask: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    img = sitk.GetImageFromArray(mask.astype(np.uint8))
+    img.CopyInformation(reference)
+    dist = sitk.SignedMaurerDistanceMap(
+        img, insideIsPositive=True, squaredDistance=False, useImageSpacing=True
+    )
+    return sitk.GetArrayFromImage(dist)
+
+
+def _candidates(mask: np.ndarray, reference: sitk.Image, inset_mm: float) -> np.ndarray:
+    depth = _inside_distance_mm(mask, reference)
+    inset = inset_mm
+    while inset > 0.05:
+        core = depth >= inset
+        if core.sum() >= 8:
+            return core
+        inset /= 2
+    return mask.copy()
+
+
+def _choose_slices(cand: np.ndarray, axis: int, n: int, rng: np.random.Generator) -> list[int]:
+    present = np.flatnonzero(cand.any(axis=tuple(a for a in range(3) if a != axis)))
+    if present.size == 0:
+        return []
+    qs = np.linspace(0.2, 0.8, n) if n > 1 else np.array([0.5])
+    qs = np.clip(qs + rng.uniform(-0.08, 0.08, size=qs.size), 0, 1)
+    picks = sorted({int(present[int(round(q * (present.size - 1)))]) for q in qs})
+    return picks
+
+
+def _stroke(cand2d: np.ndarray, rng: np.random.Generator, length: int) -> list[tuple[int, int]]:
+    rows, cols = np.nonzero(cand2d)
+    if rows.size == 0:
+        return []
+    start = rng.integers(rows.size)
+    r0, c0 = float(rows[start]), float(cols[start])
+    angle = rng.uniform(0, np.pi)
+    dr, dc = np.sin(angle), np.cos(angle)
+    points = []
+    for t in range(length):
+        r, c = int(round(r0 + t * dr)), int(round(c0 + t * dc))
+        if not (0 <= r < cand2d.shape[0] and 0 <= c < cand2d.shape[1]) or not cand2d[r, c]:
+            break
+        if (r, c) not in points:
+            points.append((r, c))
+    return points
+
+
+def _paint(
+    seeds: np.ndarray,
+    cand: np.ndarray,
+    label: int,
+    slices: Sequence[int],
+    axis: int,
+    strokes_per_slice: int,
+    budget: int,
+    rng: np.random.Generator,
+) -> int:
+    painted = 0
+    for s in slices:
+        index = [slice(None)] * 3
+        index[axis] = s
+        plane_cand = cand[tuple(index)] & (seeds[tuple(index)] == 0)
+        plane_seeds = seeds[tuple(index)]
+        for _ in range(strokes_per_slice):
+            length = int(rng.integers(3, 9))
+            for r, c in _stroke(plane_cand, rng, length):
+                if painted >= budget:
+                    return painted
+                plane_seeds[r, c] = label
+                plane_cand[r, c] = False
+                painted += 1
+    return painted
+
+
+def strokes_from_labels(
+    labels: sitk.Image,
+    *,
+    rng_seed: int = 0,
+    structures: Sequence[int] = (LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_BONE),
+    slices: int = 3,
+    slice_indices: Sequence[int] | None = None,
+    strokes_per_slice: int = 2,
+    other_strokes_per_slice: int = 6,
+    inset_mm: float = 1.0,
+    other_near_mm: float = 3.0,
+    other_inset_mm: float = 0.5,
+    near_to: Sequence[int] = (LABEL_CORD, LABEL_CSF, LABEL_MASS),
+    other_within_mm: float = 10.0,
+    other_slices: int = 4,
+    other_label: int = OTHER_LABEL,
+    max_fraction: float = 0.02,
+) -> sitk.Image:
+    """Seed strokes (uint16 labelmap on ``labels``' grid) imitating a user's few strokes.
+
+    ``labels`` holds the structures (non-zero values in ``structures``; any other non-zero
+    value is treated as "other" tissue and zero as unlabelled surroundings). See the module
+    docstring for the placement. ``slice_indices`` fixes the axial slices (numpy index along
+    :func:`axial_axis_kji`) instead of choosing ``slices`` of them per structure.
+    """
+    rng = np.random.default_rng(rng_seed)
+    truth = sitk.GetArrayFromImage(labels)
+    axis = axial_axis_kji(labels)
+    seeds = np.zeros(truth.shape, dtype=np.uint16)
+    all_slices: set[int] = set()
+    structure_mask = np.isin(truth, list(structures))
+    for label in structures:
+        mask = truth == label
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        cand = _candidates(mask, labels, inset_mm)
+        chosen = (
+            list(slice_indices)
+            if slice_indices is not None
+            else _choose_slices(cand, axis, slices, rng)
+        )
+        all_slices.update(chosen)
+        budget = max(1, int(np.floor(max_fraction * count)))
+        _paint(seeds, cand, label, chosen, axis, strokes_per_slice, budget, rng)
+    other = ~structure_mask
+    if other_strokes_per_slice > 0 and other.any():
+        away = _inside_distance_mm(other, labels)
+        soft = np.isin(truth, list(near_to))
+        away_soft = _inside_distance_mm(~soft, labels) if soft.any() else away
+        near = other & (away >= other_inset_mm) & (away_soft <= other_near_mm)
+        far = other & (away >= inset_mm) & (away > other_near_mm) & (away <= other_within_mm)
+        chosen = sorted(all_slices) if all_slices else _choose_slices(near, axis, slices, rng)
+        # half the strokes hug the soft structures (epidural fat, ligaments), half lie further out
+        n_near = (other_strokes_per_slice + 1) // 2
+        _paint(seeds, near, other_label, chosen, axis, n_near, 10**9, rng)
+        _paint(seeds, far, other_label, chosen, axis, other_strokes_per_slice - n_near, 10**9, rng)
+        if slice_indices is None and other_slices > 0 and soft.any():
+            # slices spread over the soft structures' extent (discs, tissue between the slices)
+            extent = np.flatnonzero(near.any(axis=tuple(a for a in range(3) if a != axis)))
+            extra = np.linspace(extent[0], extent[-1], other_slices + 2)[1:-1].round().astype(int)
+            _paint(seeds, near, other_label, [int(v) for v in extra], axis, n_near, 10**9, rng)
+    out = sitk.GetImageFromArray(seeds)
+    out.CopyInformation(labels)
+    return out
+
+
+def add_stroke(
+    seeds: sitk.Image,
+    labels: sitk.Image,
+    label: int,
+    *,
+    rng_seed: int = 1,
+    inset_mm: float = 1.0,
+    length: int = 8,
+) -> sitk.Image:
+    """``seeds`` with one more stroke of ``label`` inside ``labels == label`` (an axial
+    slice chosen at random among those it occupies); used to time interactive updates."""
+    rng = np.random.default_rng(rng_seed)
+    truth = sitk.GetArrayFromImage(labels)
+    arr = sitk.GetArrayFromImage(seeds).astype(np.uint16)
+    cand = _candidates(truth == label, labels, inset_mm) & (arr == 0)
+    axis = axial_axis_kji(labels)
+    present = np.flatnonzero(cand.any(axis=tuple(a for a in range(3) if a != axis)))
+    s = int(rng.choice(present))
+    index = [slice(None)] * 3
+    index[axis] = s
+    plane = arr[tuple(index)]
+    for r, c in _stroke(cand[tuple(index)], rng, length):
+        plane[r, c] = label
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(seeds)
+    return out
