@@ -196,6 +196,16 @@ def _affine_of(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray] | Non
     return matrix, y0
 
 
+def affine_4x4_lps(transform: sitk.Transform) -> np.ndarray | None:
+    """The 4x4 homogeneous matrix (LPS -> LPS) of a linear transform, None for a non-linear one."""
+    affine = _affine_of(transform)
+    if affine is None:
+        return None
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = affine
+    return m
+
+
 def _rigid_part(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray] | None:
     affine = _affine_of(transform)
     if affine is not None:
