@@ -298,12 +298,6 @@ def measure_sections(
             progress(s / count, f"section {s + 1}/{count}")
         c, t, el, ea = line.points_lps[s], line.tangents_lps[s], lr[s], ap[s]
         direction = np.stack([el, ea, t], axis=1)
-        corners = (
-            c
-            + np.array([[a * half, b * half, 0.0] for a in (-1, 1) for b in (-1, 1)]) @ direction.T
-        )
-        idx = (corners - ext_origin) @ inv.T
-        inside = bool(np.all(idx >= -0.5) and np.all(idx <= ext_size - 0.5))
         wanted = (cord_label, csf_label, mass_label) if near_mass[s] else (cord_label, csf_label)
         fc, fs, *rest = sampler.plane(c - half * el - half * ea, el, ea, n, pixel_mm, wanted)
         fm = rest[0] if rest else None
@@ -328,8 +322,24 @@ def measure_sections(
             out["mass"][s] = float(m.sum()) * coarse_px * coarse_px
         else:
             out["mass"][s] = 0.0
-        # The cord must not touch the window's edge (it would be cut) and the plane must be scanned.
+        # The cord must not touch the window's edge (it would be cut), and the sac's outline
+        # plus half a voxel must lie inside the scanned volume (not cut by the image border).
         edge = max(fc[0].max(), fc[-1].max(), fc[:, 0].max(), fc[:, -1].max()) if a_c > 0 else 1.0
+        inside = False
+        if a_s > 0:
+            rows = np.nonzero(sac.max(axis=1) > 1e-3)[0]
+            cols = np.nonzero(sac.max(axis=0) > 1e-3)[0]
+            pad = 0.5 * float(spacing.min()) / pixel_mm
+            box = [
+                (i, j)
+                for i in (cols[0] - pad, cols[-1] + pad)
+                for j in (rows[0] - pad, rows[-1] + pad)
+            ]
+            corners = np.array(
+                [c - half * el - half * ea + pixel_mm * (i * el + j * ea) for i, j in box]
+            )
+            idx = (corners - ext_origin) @ inv.T
+            inside = bool(np.all(idx >= -0.5) and np.all(idx <= ext_size - 0.5))
         valid[s] = inside and a_c > 0 and edge < 1e-3
     progress(1.0, "sections done")
     _trim_ends(valid, out["cord_csa"])
@@ -469,6 +479,21 @@ def running_mean(values: np.ndarray, width: int = 3) -> np.ndarray:
     return out
 
 
+def slab_mean(
+    values: np.ndarray, arc: np.ndarray, valid: np.ndarray, width_mm: float | None = None
+) -> np.ndarray:
+    """Mean of ``values`` over the valid sections within ``width_mm / 2`` of each section."""
+    width_mm = WORST_SLAB_MM if width_mm is None else width_mm
+    v = np.where(valid, np.asarray(values, dtype=np.float64), np.nan)
+    near = np.abs(arc[:, None] - arc[None, :]) <= width_mm / 2 + 1e-9
+    ok = near & np.isfinite(v)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(ok, v[None, :], 0.0).sum(axis=1) / ok.sum(axis=1)
+    out[~valid] = np.nan
+    return out
+
+
+WORST_SLAB_MM = 4.0
 COMPRESSED_MSCC_PERCENT = 10.0  # below this the worst level is the sac's narrowest instead
 
 
@@ -488,10 +513,12 @@ def compression_measures(
 ) -> CompressionResult:
     """MSCC, MCC, canal compromise, CSA ratio, ... at the worst section (module docstring).
 
-    The worst section is the valid section within the mass's craniocaudal extent with the
-    smallest cord AP diameter (3-section running mean, 1 mm apart); where the cord is not
-    compressed there (MSCC below 10 %) it is the section with the smallest thecal-sac AP
-    diameter, i.e. where the mass encroaches most on the canal.
+    Diameters and the sac area at the worst level are means over a ``WORST_SLAB_MM`` slab of
+    sections centred on it (like a clinical 4 mm axial slice; it also averages the half-voxel
+    quantisation of a labelmap's edges). The worst section is the valid section within the
+    mass's craniocaudal extent with the smallest slab-mean cord AP diameter; where the cord is
+    not compressed there (MSCC below 10 %) it is the section with the smallest slab-mean
+    thecal-sac AP diameter, i.e. where the mass encroaches most on the canal.
     """
     ref = choose_reference(sections, mass_arc_range)
     arc, valid = sections.arc_mm, sections.valid
@@ -508,14 +535,17 @@ def compression_measures(
     sac_ap_ref = ref.mean(sections.sac_ap_mm)
     cord_csa_ref = ref.mean(sections.cord_csa_mm2)
     sac_csa_ref = ref.mean(sections.sac_csa_mm2)
-    cord_ap_smooth = running_mean(np.where(valid, sections.cord_ap_mm, np.nan))
-    sac_ap_smooth = running_mean(np.where(valid, sections.sac_ap_mm, np.nan))
-    i_cord = int(in_mass[np.nanargmin(cord_ap_smooth[in_mass])])
-    mscc_at = (1.0 - sections.cord_ap_mm[i_cord] / cord_ap_ref) * 100.0
+    cord_ap_slab = slab_mean(sections.cord_ap_mm, arc, valid)
+    sac_ap_slab = slab_mean(sections.sac_ap_mm, arc, valid)
+    i_cord = int(in_mass[np.nanargmin(cord_ap_slab[in_mass])])
     worst = i_cord
-    if mscc_at < COMPRESSED_MSCC_PERCENT:
-        worst = int(in_mass[np.nanargmin(sac_ap_smooth[in_mass])])
-    csa_smooth = running_mean(np.where(valid, sections.cord_csa_mm2, np.nan))
+    if (1.0 - cord_ap_slab[i_cord] / cord_ap_ref) * 100.0 < COMPRESSED_MSCC_PERCENT:
+        worst = int(in_mass[np.nanargmin(sac_ap_slab[in_mass])])
+    cord_ap_worst = float(cord_ap_slab[worst])
+    sac_ap_worst = float(sac_ap_slab[worst])
+    sac_csa_worst = float(slab_mean(sections.sac_csa_mm2, arc, valid)[worst])
+    sac_ap_smooth = sac_ap_slab
+    csa_smooth = slab_mean(sections.cord_csa_mm2, arc, valid)
     i_min_csa = int(in_mass[np.nanargmin(csa_smooth[in_mass])])
     cord_min_csa = float(min(sections.cord_csa_mm2[i_min_csa], sections.cord_csa_mm2[worst]))
     ratio = sections.cord_csa_mm2 / sections.sac_csa_mm2
@@ -537,18 +567,16 @@ def compression_measures(
         "cord_min_csa_mm2": cord_min_csa,
         "cord_reference_csa_mm2": cord_csa_ref,
         "cord_csa_ratio": cord_min_csa / cord_csa_ref,
-        "cord_ap_worst_mm": float(sections.cord_ap_mm[worst]),
+        "cord_ap_worst_mm": cord_ap_worst,
         "cord_ap_reference_mm": cord_ap_ref,
         "cord_transverse_worst_mm": float(sections.cord_transverse_mm[worst]),
-        "mscc_percent": float((1.0 - sections.cord_ap_mm[worst] / cord_ap_ref) * 100.0),
-        "sac_ap_worst_mm": float(sections.sac_ap_mm[worst]),
+        "mscc_percent": float((1.0 - cord_ap_worst / cord_ap_ref) * 100.0),
+        "sac_ap_worst_mm": sac_ap_worst,
         "sac_ap_reference_mm": sac_ap_ref,
-        "mcc_percent": float((1.0 - sections.sac_ap_mm[worst] / sac_ap_ref) * 100.0),
-        "sac_csa_worst_mm2": float(sections.sac_csa_mm2[worst]),
+        "mcc_percent": float((1.0 - sac_ap_worst / sac_ap_ref) * 100.0),
+        "sac_csa_worst_mm2": sac_csa_worst,
         "sac_reference_csa_mm2": sac_csa_ref,
-        "canal_compromise_percent": float(
-            (1.0 - sections.sac_csa_mm2[worst] / sac_csa_ref) * 100.0
-        ),
+        "canal_compromise_percent": float((1.0 - sac_csa_worst / sac_csa_ref) * 100.0),
         "sac_ap_loss_mm": float(sac_ap_ref - np.nanmin(sac_ap_smooth[in_mass])),
         "sac_transverse_loss_mm": float(
             ref.mean(sections.sac_transverse_mm)

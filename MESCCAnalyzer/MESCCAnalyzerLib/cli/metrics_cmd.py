@@ -1,0 +1,104 @@
+"""``mescc metrics --labels SEG [--pet SUV] --out DIR``: cord compression metrics and Bilsky grade."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import metrics as metrics_lib
+from ..errors import InputError, MESCCError
+from ..outputs import guard_outputs
+
+HELP = "3D cord compression metrics (MSCC, MCC, CSA, ...), Bilsky grade and surface models"
+DESCRIPTION = (
+    "Measure the spinal cord, thecal sac and epidural mass of a labelmap (1 cord, 2 CSF, "
+    "3 mass, 4 bone; or a Slicer .seg.nrrd with segments spinal_cord, csf, epidural_mass, "
+    "vertebrae) on cross-sections perpendicular to the cord's centreline. Writes "
+    "DIR/metrics.json (with the Bilsky grade and its reason), DIR/sections.csv (one row per "
+    "section) and DIR/models/*.vtp (closed surfaces in LPS with distance maps, the "
+    "centreline). With --pet (an SUV image on the labelmap's grid): SUVmax, SUVpeak, "
+    "SUVmean, MTV and TLG of the mass."
+)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--labels",
+        required=True,
+        metavar="SEG",
+        help="labelmap (.nii.gz, .nrrd, .mha) or .seg.nrrd",
+    )
+    parser.add_argument("--pet", metavar="SUV", help="SUV image on the labelmap's grid (optional)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--step-mm",
+        type=_positive,
+        default=1.0,
+        help="distance between cross-sections along the centreline (default 1 mm)",
+    )
+
+
+def _load(path: Path, what: str):
+    from ..study import load_image
+
+    if not path.exists():
+        raise InputError(f"{what} not found", path=path)
+    try:
+        return metrics_lib.read_labels(path) if what == "labelmap" else load_image(path)
+    except MESCCError:
+        raise
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read the {what}: {str(exc).splitlines()[0]}", path=path) from None
+
+
+def run(args, term) -> int:
+    labels_path = Path(args.labels)
+    pet_path = Path(args.pet) if args.pet else None
+    out = Path(args.out)
+    guard_outputs(
+        [out, out / "metrics.json", out / "sections.csv", out / "models"],
+        [p for p in (labels_path, pet_path) if p],
+    )
+    if out.exists() and not out.is_dir():
+        raise InputError("the output exists and is not a folder", path=out)
+
+    term.stage("load")
+    labels = _load(labels_path, "labelmap")
+    pet = _load(pet_path, "SUV image") if pet_path else None
+    # Validate every input (naming its file) before computing or writing anything.
+    metrics_lib.validate_labels(labels, path=labels_path)
+    if pet is not None:
+        metrics_lib.validate_labels(labels, path=labels_path, pet=pet, pet_path=pet_path)
+
+    result = metrics_lib.compute_metrics(
+        labels,
+        pet,
+        section_step_mm=args.step_mm,
+        progress=term.progress,
+        cancel=term.cancel,
+        timer=term.stage,
+    )
+    term.stage("write")
+    metrics_lib.write_metrics(result, out)
+    term.finish()
+    m = result.metrics
+    print(f"Bilsky grade {m['bilsky_grade']}: {m['bilsky_reason']}")
+    print(
+        f"MSCC {m['mscc_percent']:.1f} %, MCC {m['mcc_percent']:.1f} %, cord CSA {m['cord_min_csa_mm2']:.1f} / "
+        f"{m['cord_reference_csa_mm2']:.1f} mm2 (ratio {m['cord_csa_ratio']:.2f}), canal compromise "
+        f"{m['canal_compromise_percent']:.1f} %, mass {m['mass_volume_ml']:.2f} ml"
+    )
+    for note in m.get("notes", []):
+        print(f"note: {note}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'sections.csv'}, {out / 'models'}")
+    return 0
