@@ -296,8 +296,7 @@ def measure_sections(
         if s % 8 == 0:
             check(cancel)
             progress(s / count, f"section {s + 1}/{count}")
-        c, t, el, ea = line.points_lps[s], line.tangents_lps[s], lr[s], ap[s]
-        direction = np.stack([el, ea, t], axis=1)
+        c, el, ea = line.points_lps[s], lr[s], ap[s]
         wanted = (cord_label, csf_label, mass_label) if near_mass[s] else (cord_label, csf_label)
         fc, fs, *rest = sampler.plane(c - half * el - half * ea, el, ea, n, pixel_mm, wanted)
         fm = rest[0] if rest else None
