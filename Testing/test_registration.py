@@ -11,6 +11,8 @@ a voxel of the coarser image, in at least 95 % of 20 random perturbations.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -36,6 +38,12 @@ def t2_foreground_points(t2):
 @pytest.fixture(scope="session")
 def a_phantom():
     return make_phantom(grade="2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def phantom_result(a_phantom):
+    """The phantom's CT registered to its T2 with the defaults (shared by several tests)."""
+    return reg.register(a_phantom.t2, a_phantom.ct)
 
 
 @pytest.fixture(scope="session")
@@ -111,8 +119,10 @@ def test_a_smaller_fixed_field_of_view_still_registers(t2, t2_foreground_points)
     assert reg.tre_mm(result.transform, truth, points) < threshold_mm(fixed, moving)
 
 
-def test_the_phantom_ct_registers_to_its_t2_below_half_a_voxel(a_phantom, phantom_label_points):
-    result = reg.register(a_phantom.t2, a_phantom.ct)
+def test_the_phantom_ct_registers_to_its_t2_below_half_a_voxel(
+    a_phantom, phantom_result, phantom_label_points
+):
+    result = phantom_result
     tre = reg.tre_mm(result.transform, a_phantom.mri_to_ct, phantom_label_points)
     # MRI voxel 0.7x0.7x2.0 (cube edge 0.99 mm) is the coarser: bound 0.497 mm; measured 0.2-0.3 mm.
     assert tre < threshold_mm(a_phantom.t2, a_phantom.ct)
@@ -142,10 +152,10 @@ def test_a_fixed_mask_around_the_lesion_level_registers_the_t1_as_well(
 
 
 def test_the_result_maps_an_mri_point_to_the_same_anatomy_in_the_ct(
-    a_phantom, phantom_label_points
+    a_phantom, phantom_result, phantom_label_points
 ):
     """Direction convention: T(p_mri) is the CT point showing the same anatomy as p_mri."""
-    result = reg.register(a_phantom.t2, a_phantom.ct)
+    result = phantom_result
     p_mri = phantom_label_points[:2000]
     q_ct = reg.transform_points(result.transform, p_mri)
     u_from_mri = a_phantom.pose.anatomy_from_mri(p_mri)
@@ -175,9 +185,9 @@ def test_a_ct_shifted_10_mm_to_the_left_gives_a_transform_adding_10_mm_in_x(t2):
 
 
 def test_the_written_transform_reads_back_as_the_same_mapping(
-    a_phantom, tmp_path, phantom_label_points
+    phantom_result, tmp_path, phantom_label_points
 ):
-    result = reg.register(a_phantom.t2, a_phantom.ct)
+    result = phantom_result
     path = tmp_path / "t.tfm"
     sitk.WriteTransform(result.transform, str(path))
     back = sitk.ReadTransform(str(path))
@@ -284,3 +294,209 @@ def test_tre_of_a_3_mm_translation_is_3_mm():
     assert reg.tre_mm(rot, sitk.Transform(), np.array([[10.0, 0.0, 0.0]])) == pytest.approx(
         10 * np.sqrt(2)
     )
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="session")
+def phantom_files(a_phantom, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phantom_files")
+    for name in ("t2", "ct", "labels"):
+        sitk.WriteImage(getattr(a_phantom, name), str(folder / f"{name}.nii.gz"))
+    sitk.WriteImage(sitk.Cast(a_phantom.pet_suv, sitk.sitkFloat32), str(folder / "pet.nii.gz"))
+    return folder
+
+
+def digest(folder):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_mescc_register_writes_a_transform_report_and_resampled_images(
+    phantom_files, a_phantom, phantom_label_points, tmp_path, capsys
+):
+    from MESCCAnalyzerLib.cli import main
+
+    before = digest(phantom_files)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "-q",
+            "register",
+            "--fixed", str(phantom_files / "t2.nii.gz"),
+            "--moving", str(phantom_files / "ct.nii.gz"),
+            "--follow", str(phantom_files / "pet.nii.gz"),
+            "--out-transform", str(out / "ct_to_mri.tfm"),
+            "--resampled-dir", str(out / "resampled"),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    transform = sitk.ReadTransform(str(out / "ct_to_mri.tfm"))
+    assert (
+        reg.tre_mm(transform, a_phantom.mri_to_ct, phantom_label_points) < 0.5
+    )  # as the core test
+    report = json.loads((out / "ct_to_mri.report.json").read_text())
+    assert report["final_metric_value"] < report["initial_metric_value"] < 0
+    assert all(n > 0 for n in report["iterations_per_level"])
+    # the mean displacement is that of the true transform over the region (~12 mm here)
+    assert 5.0 < report["mean_displacement_mm"] < 20.0
+    ct_on_mri = sitk.ReadImage(str(out / "resampled" / "ct_registered.nii.gz"))
+    pet_on_mri = sitk.ReadImage(str(out / "resampled" / "pet_registered.nii.gz"))
+    for image in (ct_on_mri, pet_on_mri):
+        assert image.GetSize() == a_phantom.t2.GetSize()
+        assert np.allclose(image.GetOrigin(), a_phantom.t2.GetOrigin())
+    # bone (label 4) of the MRI labels now lies on CT bone: mean HU well above soft tissue
+    labels = sitk.GetArrayViewFromImage(a_phantom.labels)
+    assert sitk.GetArrayViewFromImage(ct_on_mri)[labels == 4].mean() > 300
+    assert "rotation" in capsys.readouterr().out
+    assert digest(phantom_files) == before  # inputs untouched
+
+
+def run_cli(args):
+    from MESCCAnalyzerLib.cli import main
+
+    return main(["-q", "register", *map(str, args)])
+
+
+def test_mescc_register_refuses_a_flat_image_and_writes_nothing(t2, tmp_path, capsys):
+    flat = sitk.Image(t2.GetSize(), sitk.sitkInt16) + 100
+    flat.CopyInformation(t2)
+    sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    out = tmp_path / "out"
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "flat.nii.gz",
+            "--out-transform",
+            out / "t.tfm",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "flat.nii.gz" in err and "no intensity variation" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_mescc_register_refuses_an_empty_mask(t2, tmp_path, capsys):
+    empty = sitk.Image(t2.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(t2)
+    sitk.WriteImage(empty, str(tmp_path / "mask.nii.gz"))
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "t2.nii.gz",
+            "--mask-fixed",
+            tmp_path / "mask.nii.gz",
+            "--out-transform",
+            tmp_path / "t.tfm",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "mask.nii.gz" in err and "empty" in err
+    assert not (tmp_path / "t.tfm").exists()
+
+
+def test_mescc_register_refuses_images_that_do_not_overlap(t2, tmp_path, capsys):
+    far = reg.moved_copy(
+        contrast_changed(t2, seed=12), sitk.TranslationTransform(3, (300.0, 0.0, 0.0))
+    )
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    sitk.WriteImage(far, str(tmp_path / "far.nii.gz"))
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "far.nii.gz",
+            "--init",
+            "geometry",
+            "--out-transform",
+            tmp_path / "t.tfm",
+        ]
+    )
+    assert rc == 2 and "overlap" in capsys.readouterr().err
+    assert not (tmp_path / "t.tfm").exists()
+
+
+def test_mescc_register_accepts_landmarks_from_a_slicer_file(t2, t2_foreground_points, tmp_path):
+    from MESCCAnalyzerLib.markups import write_markups_points
+
+    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    truth = sitk.Euler3DTransform(tuple(map(float, centre)), -0.2, 0.3, 0.1, (200.0, 50.0, -80.0))
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    sitk.WriteImage(
+        reg.moved_copy(contrast_changed(t2, seed=13), truth), str(tmp_path / "moved.nii.gz")
+    )
+    fixed_pts = t2_foreground_points[[0, 5000, 10000, 15000]]
+    moving_pts = reg.transform_points(truth, fixed_pts)
+    landmarks = write_markups_points(
+        tmp_path / "lm.mrk.json",
+        [
+            [(f"{i}", p) for i, p in enumerate(fixed_pts)],
+            [(f"{i}", p) for i, p in enumerate(moving_pts)],
+        ],
+        names=["fixed", "moving"],
+        coordinate_system="RAS",
+    )
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "moved.nii.gz",
+            "--init",
+            landmarks,
+            "--out-transform",
+            tmp_path / "t.tfm",
+        ]
+    )
+    assert rc == 0
+    assert (
+        reg.tre_mm(sitk.ReadTransform(str(tmp_path / "t.tfm")), truth, t2_foreground_points) < 0.5
+    )  # 1 mm voxels
+
+
+def test_mescc_register_refuses_a_follower_outside_the_ct_frame(t2, tmp_path, capsys):
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    elsewhere = sitk.Image(t2)
+    elsewhere.SetOrigin((500.0, 500.0, 500.0))
+    sitk.WriteImage(elsewhere, str(tmp_path / "pet.nii.gz"))
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "t2.nii.gz",
+            "--follow",
+            tmp_path / "pet.nii.gz",
+            "--out-transform",
+            tmp_path / "t.tfm",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "pet.nii.gz" in err and "frame" in err
+
+
+def test_mescc_register_never_writes_over_an_input(t2, tmp_path, capsys):
+    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
+    rc = run_cli(
+        [
+            "--fixed",
+            tmp_path / "t2.nii.gz",
+            "--moving",
+            tmp_path / "t2.nii.gz",
+            "--out-transform",
+            tmp_path / "t.tfm",
+            "--report",
+            tmp_path / "t2.nii.gz",
+        ]
+    )
+    assert rc == 2 and "overwrite an input" in capsys.readouterr().err
