@@ -9,9 +9,17 @@ import os
 import tempfile
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, Default, parameterNodeWrapper
@@ -24,6 +32,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 GRADES = ["0", "1a", "1b", "1c", "2", "3"]
+PRESETS = ["rigid", "rigid in ROI", "rigid + deformable"]
 
 
 #
@@ -34,7 +43,7 @@ class MESCCAnalyzer(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MESCC Analyzer")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["Segmentations", "Markups", "Plots", "Tables"]
         self.parent.contributors = ["MESCCAnalyzer developers"]
         self.parent.helpText = _(
             "Metastatic epidural spinal cord compression: load an MRI/CT/PET study (PET as SUV), "
@@ -52,13 +61,23 @@ class MESCCAnalyzer(ScriptedLoadableModule):
 #
 @parameterNodeWrapper
 class MESCCAnalyzerParameterNode:
-    """The panel's state, saved with the scene."""
+    """The panel's state, saved with the scene. Fields ending in 'Node' are results the
+    logic sets (no widget edits them)."""
 
     mriVolume: vtkMRMLScalarVolumeNode
     ctVolume: vtkMRMLScalarVolumeNode
     petVolume: vtkMRMLScalarVolumeNode
     sampleGrade: Annotated[str, Choice(GRADES), Default("2")]
     sampleSeed: Annotated[int, Default(0)]
+    registrationPreset: Annotated[str, Choice(PRESETS), Default("rigid")]
+    registrationRoi: vtkMRMLMarkupsROINode
+    fixedLandmarks: vtkMRMLMarkupsFiducialNode
+    movingLandmarks: vtkMRMLMarkupsFiducialNode
+    ctToMriTransform: vtkMRMLTransformNode
+    segmentation: vtkMRMLSegmentationNode
+    autoUpdate: Annotated[bool, Default(False)]
+    previewSegmentationNode: vtkMRMLSegmentationNode
+    metricsTableNode: vtkMRMLTableNode
 
 
 #
@@ -71,6 +90,8 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._observedSegmentation = None
+        self._growTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -80,10 +101,25 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MESCCAnalyzerLogic()
 
+        editorNode = self.logic.segmentEditorNode()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(editorNode)
+        self._growTimer = qt.QTimer()
+        self._growTimer.setSingleShot(True)
+        self._growTimer.setInterval(400)  # re-grow shortly after the last stroke
+        self._growTimer.connect("timeout()", self.onGrow)
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadDicomButton.connect("clicked(bool)", self.onLoadDicom)
+        self.ui.convertPetButton.connect("clicked(bool)", self.onConvertPet)
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
+        self.ui.registerButton.connect("clicked(bool)", self.onRegister)
+        self.ui.createSegmentationButton.connect("clicked(bool)", self.onCreateSegmentation)
+        self.ui.growButton.connect("clicked(bool)", self.onGrow)
+        self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelPreview)
+        self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
+        self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -108,28 +144,97 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateStatus
-            )
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateStatus)
-            self._updateStatus()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateGUI()
 
-    def _updateStatus(self, caller=None, event=None) -> None:
+    # -- state shown in the panel ---------------------------------------------------------
+    def _updateGUI(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        if p is None or p.mriVolume is None:
+        if p is None:
+            return
+        hasMri = p.mriVolume is not None
+        if not hasMri:
             self.ui.studyStatusLabel.text = _(
                 "Select the MRI (reference), or load the sample study."
             )
         else:
-            parts = [p.mriVolume.GetName()]
-            parts += [n.GetName() for n in (p.ctVolume, p.petVolume) if n is not None]
-            self.ui.studyStatusLabel.text = _("Study: {names}").format(names=", ".join(parts))
+            names = [n.GetName() for n in (p.mriVolume, p.ctVolume, p.petVolume) if n is not None]
+            self.ui.studyStatusLabel.text = _("Study: {names}").format(names=", ".join(names))
+        self.ui.convertPetButton.enabled = p.petVolume is not None
+        canRegister = hasMri and p.ctVolume is not None
+        self.ui.registerButton.enabled = canRegister
+        self.ui.registerButton.toolTip = (
+            _("Register the CT to the MRI; the PET follows.")
+            if canRegister
+            else _("Select the MRI and the CT first.")
+        )
+        self.ui.createSegmentationButton.enabled = hasMri
+        self.ui.segmentEditorWidget.setSegmentationNode(p.segmentation)
+        self.ui.segmentEditorWidget.setSourceVolumeNode(p.mriVolume)
+        canGrow = hasMri and p.segmentation is not None
+        self.ui.growButton.enabled = canGrow
+        self.ui.growButton.toolTip = (
+            _("Grow every seed label competitively into a preview.")
+            if canGrow
+            else _("Select the MRI and a segmentation with seed strokes first.")
+        )
+        hasPreview = p.previewSegmentationNode is not None
+        self.ui.acceptButton.enabled = hasPreview
+        self.ui.cancelButton.enabled = hasPreview
+        self.ui.computeMetricsButton.enabled = canGrow and not hasPreview
+        self.ui.computeMetricsButton.toolTip = (
+            _("Accept or cancel the preview first.")
+            if hasPreview
+            else _("Compute the compression metrics.")
+        )
+        self.ui.saveReportButton.enabled = self.logic.lastMetrics is not None
+        self.ui.metricsTableView.setMRMLTableNode(p.metricsTableNode)
+        self._observeSegmentation(p.segmentation if p.autoUpdate else None)
 
+    def _observeSegmentation(self, node) -> None:
+        if node is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            self.removeObserver(
+                self._observedSegmentation, vtk.vtkCommand.ModifiedEvent, self._onStroke
+            )
+        self._observedSegmentation = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self._onStroke)
+
+    def _onStroke(self, caller=None, event=None) -> None:
+        self._growTimer.start()
+
+    def _run(self, title, function):
+        """Run a long step with a cancellable progress dialog; errors in a message box."""
+        with slicer.util.tryWithErrorDisplay(title, waitCursor=True):
+            dialog = slicer.util.createProgressDialog(labelText=title, maximum=100)
+            try:
+
+                def report(fraction, message):
+                    dialog.labelText = f"{title}\n{message}"
+                    dialog.value = int(100 * fraction)
+                    slicer.app.processEvents()
+
+                return function(report, lambda: dialog.wasCanceled)
+            finally:
+                dialog.close()
+
+    # -- actions ---------------------------------------------------------------------------
     def onLoadDicom(self) -> None:
         slicer.util.selectModule("DICOM")
+
+    def onConvertPet(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(
+            _("Failed to convert the PET to SUV."), waitCursor=True
+        ):
+            files = self.logic.dicomFilesOf(p.petVolume)
+            self.logic.convertPetToSuv(p.petVolume, files)
 
     def onLoadSample(self) -> None:
         p = self._parameterNode
@@ -138,54 +243,175 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "MESCCAnalyzer",
             f"phantom_grade{p.sampleGrade}_seed{p.sampleSeed}",
         )
+        self._run(
+            _("Loading the sample study..."),
+            lambda report, cancel: self.logic.loadSampleStudy(
+                p, folder, progress=report, cancel=cancel
+            ),
+        )
+
+    def onRegister(self) -> None:
+        p = self._parameterNode
+
+        def run(report, cancel):
+            quality = self.logic.register(p, progress=report, cancel=cancel)
+            self.ui.registrationQualityLabel.text = quality
+
+        self._run(_("Registering the CT to the MRI..."), run)
+
+    def onCreateSegmentation(self) -> None:
         with slicer.util.tryWithErrorDisplay(
-            _("Failed to load the sample study."), waitCursor=True
+            _("Failed to create the segmentation."), waitCursor=True
         ):
-            progress = slicer.util.createProgressDialog(
-                labelText=_("Creating the sample study..."), maximum=100
+            self.logic.createSegmentation(self._parameterNode)
+
+    def onGrow(self) -> None:
+        p = self._parameterNode
+        if p is None or p.segmentation is None or p.mriVolume is None:
+            return
+
+        def run(report, cancel):
+            self.ui.segmentationStatusLabel.text = self.logic.growPreview(
+                p, progress=report, cancel=cancel
             )
-            try:
 
-                def report(fraction, message):
-                    progress.labelText = message
-                    progress.value = int(100 * fraction)
-                    slicer.app.processEvents()
+        self._run(_("Growing from seeds..."), run)
 
-                self.logic.loadSampleStudy(
-                    p, folder, progress=report, cancel=lambda: progress.wasCanceled
-                )
-            finally:
-                progress.close()
+    def onAccept(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to accept the preview."), waitCursor=True):
+            self.logic.acceptPreview(self._parameterNode)
+            self.ui.segmentationStatusLabel.text = _("Segments replaced by the grown preview.")
+
+    def onCancelPreview(self) -> None:
+        self.logic.discardPreview(self._parameterNode)
+        self.ui.segmentationStatusLabel.text = _("Preview discarded; the strokes are kept.")
+
+    def onComputeMetrics(self) -> None:
+        p = self._parameterNode
+
+        def run(report, cancel):
+            metrics = self.logic.computeMetrics(p, progress=report, cancel=cancel)
+            self.ui.bilskyGradeLabel.text = _("Bilsky grade: {grade}").format(
+                grade=metrics["bilsky_grade"]
+            )
+            self.ui.bilskyReasonLabel.text = metrics["bilsky_reason"]
+
+        self._run(_("Measuring the compression..."), run)
+        self._updateGUI()
+
+    def onSaveReport(self) -> None:
+        sceneFolder = (
+            os.path.dirname(slicer.mrmlScene.GetURL() or "") or slicer.app.defaultScenePath
+        )
+        path = qt.QFileDialog.getSaveFileName(
+            self.parent,
+            _("Save report"),
+            os.path.join(sceneFolder, "mescc_report.html"),
+            "HTML (*.html)",
+        )
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to save the report."), waitCursor=True):
+            self.logic.saveReport(self._parameterNode, path)
+            self.ui.reportStatusLabel.text = _("Report written: {path}").format(path=path)
 
 
 #
 # MESCCAnalyzerLogic
 #
 class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
-    """Forwards to MESCCAnalyzerLib.mrml; no computation here."""
+    """Forwards to MESCCAnalyzerLib.mrml.workflow; no computation here."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        from MESCCAnalyzerLib.mrml.workflow import Workflow
+
+        self.workflow = Workflow(slicer.mrmlScene)
+
+    @property
+    def lastMetrics(self):
+        return self.workflow.last_metrics
 
     def getParameterNode(self):
         return MESCCAnalyzerParameterNode(super().getParameterNode())
 
-    def loadSampleStudy(self, parameterNode, folder, progress=None, cancel=None):
-        from MESCCAnalyzerLib.mrml.study import load_phantom_study
+    def segmentEditorNode(self):
+        node = slicer.mrmlScene.GetSingletonNode("MESCCAnalyzer", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("MESCCAnalyzer")
+            node = slicer.mrmlScene.AddNode(node)
+        return node
 
-        nodes = load_phantom_study(
-            slicer.mrmlScene,
-            folder,
-            grade=parameterNode.sampleGrade,
-            seed=parameterNode.sampleSeed,
+    def dicomFilesOf(self, volumeNode):
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids]
+        return [f for f in files if f]
+
+    def convertPetToSuv(self, petNode, files):
+        return self.workflow.convert_pet_to_suv(petNode, files)
+
+    def loadSampleStudy(self, p, folder, progress=None, cancel=None):
+        nodes = self.workflow.load_sample(
+            folder, grade=p.sampleGrade, seed=p.sampleSeed, progress=progress, cancel=cancel
+        )
+        p.mriVolume, p.ctVolume, p.petVolume = nodes.mri, nodes.ct, nodes.pet
+        p.segmentation = nodes.segmentation
+        return nodes
+
+    def register(self, p, progress=None, cancel=None) -> str:
+        result = self.workflow.register(
+            p.mriVolume,
+            p.ctVolume,
+            p.petVolume,
+            preset=p.registrationPreset,
+            roi_node=p.registrationRoi,
+            fixed_landmarks=p.fixedLandmarks,
+            moving_landmarks=p.movingLandmarks,
+            transform_node=p.ctToMriTransform,
             progress=progress,
             cancel=cancel,
         )
-        parameterNode.mriVolume = nodes.mri
-        parameterNode.ctVolume = nodes.ct
-        parameterNode.petVolume = nodes.pet
-        slicer.util.setSliceViewerLayers(background=nodes.mri, fit=True)
-        return nodes
+        p.ctToMriTransform = result.transform_node
+        return result.quality_text
+
+    def createSegmentation(self, p):
+        p.segmentation = self.workflow.create_segmentation(p.mriVolume)
+
+    def growPreview(self, p, progress=None, cancel=None) -> str:
+        preview, text = self.workflow.grow_preview(
+            p.segmentation,
+            p.mriVolume,
+            p.petVolume,
+            preview_node=p.previewSegmentationNode,
+            progress=progress,
+            cancel=cancel,
+        )
+        p.previewSegmentationNode = preview
+        return text
+
+    def acceptPreview(self, p):
+        self.workflow.accept_preview(p.segmentation, p.previewSegmentationNode, p.mriVolume)
+        p.previewSegmentationNode = None
+
+    def discardPreview(self, p):
+        self.workflow.discard_preview(p.previewSegmentationNode)
+        p.previewSegmentationNode = None
+
+    def computeMetrics(self, p, progress=None, cancel=None):
+        nodes = self.workflow.compute_metrics(
+            p.segmentation, p.mriVolume, p.petVolume, progress=progress, cancel=cancel
+        )
+        p.metricsTableNode = nodes.metrics_table
+        self.workflow.show_results()
+        chart = getattr(nodes, "plot_chart", None)
+        if chart is not None and slicer.app.layoutManager() is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+        return self.workflow.last_metrics.metrics
+
+    def saveReport(self, p, path):
+        return self.workflow.save_report(path, p.mriVolume, p.segmentation, p.petVolume)
 
 
 #
@@ -197,20 +423,34 @@ class MESCCAnalyzerTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        self.test_load_sample_study()
+        self.test_end_to_end_on_the_sample_study()
 
-    def test_load_sample_study(self):
+    def test_end_to_end_on_the_sample_study(self):
+        """Load the phantom, register, grow from its seed strokes, measure, report."""
         self.delayDisplay("Loading the sample study (phantom, grade 2)")
         logic = MESCCAnalyzerLogic()
-        parameterNode = logic.getParameterNode()
-        parameterNode.sampleGrade = "2"
+        p = logic.getParameterNode()
+        p.sampleGrade = "2"
         with tempfile.TemporaryDirectory() as folder:
-            nodes = logic.loadSampleStudy(parameterNode, os.path.join(folder, "phantom"))
-        self.assertIs(parameterNode.mriVolume, nodes.mri)
-        self.assertIsNotNone(parameterNode.ctVolume)
-        # PET is converted to SUVbw on load: the mass (truth SUV 7, blurred) stands out.
-        petArray = slicer.util.arrayFromVolume(parameterNode.petVolume)
-        self.assertGreater(float(petArray.max()), 3.0)
-        self.assertLess(float(petArray.max()), 7.5)
-        self.assertEqual(nodes.truth["grade"], "2")
-        self.delayDisplay("Sample study loaded")
+            nodes = logic.loadSampleStudy(p, os.path.join(folder, "phantom"))
+            self.assertIsNotNone(p.ctVolume)
+            petArray = slicer.util.arrayFromVolume(p.petVolume)
+            self.assertGreater(float(petArray.max()), 3.0)  # SUVbw: the mass (truth 7, blurred)
+
+            self.delayDisplay("Registering")
+            logic.register(p)
+            self.assertIsNotNone(p.ctToMriTransform)
+
+            self.delayDisplay("Growing from seeds")
+            logic.growPreview(p)
+            logic.acceptPreview(p)
+
+            self.delayDisplay("Measuring")
+            metrics = logic.computeMetrics(p)
+            self.assertEqual(metrics["bilsky_grade"], nodes.truth["grade"])
+            self.assertAlmostEqual(metrics["mscc_percent"], nodes.truth["mscc_percent"], delta=5.0)
+
+            report = os.path.join(folder, "report.html")
+            logic.saveReport(p, report)
+            self.assertTrue(os.path.getsize(report) > 10000)
+        self.delayDisplay("Sample study analysed end to end")

@@ -27,19 +27,25 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def guard_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]):
-    """Raise :class:`InputError` when an output would overwrite (or sit inside) an input."""
-    ins = [Path(p) for p in inputs if p is not None]
+    """Raise :class:`InputError` when an output would overwrite an input.
+
+    That is: the output is an input, lies inside an input folder, or is a folder (replaced as
+    a whole by :func:`atomic_dir`) that contains an input.
+    """
+    ins = [Path(p).resolve() for p in inputs if p is not None]
     for out in outputs:
         if out is None:
             continue
-        out_path = Path(out)
+        out_path = Path(out).resolve()
         for inp in ins:
-            if _same_file(out_path, inp) or (
-                inp.is_dir() and inp.resolve() in out_path.resolve().parents
+            if (
+                _same_file(out_path, inp)
+                or (inp.is_dir() and inp in out_path.parents)
+                or out_path in inp.parents
             ):
                 raise InputError(
                     "the output would overwrite an input",
-                    path=out_path,
+                    path=out,
                     hint="choose a new output path",
                 )
 
