@@ -1,0 +1,386 @@
+"""The panel's five steps as MRML logic: study, registration, segmentation, metrics, report.
+
+The Slicer widget calls only this (through its thin Logic); pytest drives the same calls on a
+bare ``vtkMRMLScene``. A :class:`Workflow` keeps what an interactive session reuses between
+clicks (the seed grower's cached features, the last metrics) and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from ..errors import InputError
+from .nodes import (
+    RAS_TO_LPS,
+    add_volume_node,
+    image_from_volume_node,
+    numpy_matrix,
+    update_volume_node,
+)
+from .study import load_phantom_study
+
+PRESETS = ("rigid", "rigid in ROI", "rigid + deformable")
+
+
+@dataclass
+class RegistrationOutcome:
+    transform_node: object
+    result: object  # registration.RegistrationResult
+    quality_text: str
+
+
+def _control_points_lps(markups_node) -> np.ndarray:
+    points = []
+    for i in range(markups_node.GetNumberOfControlPoints()):
+        ras = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPosition(i, ras)
+        points.append((-ras[0], -ras[1], ras[2]))
+    return np.asarray(points, dtype=float).reshape(-1, 3)
+
+
+def roi_mask_on(reference: sitk.Image, roi_node) -> sitk.Image:
+    """A mask on ``reference``'s grid: 1 inside the (axis-aligned in RAS) markups ROI box."""
+    bounds = [0.0] * 6
+    roi_node.GetRASBounds(bounds)
+    lo_ras, hi_ras = np.array(bounds[0::2]), np.array(bounds[1::2])
+    size = reference.GetSize()
+    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
+    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1).astype(float)
+    d = np.asarray(reference.GetDirection()).reshape(3, 3) * np.asarray(reference.GetSpacing())
+    lps = np.asarray(reference.GetOrigin()) + ijk @ d.T
+    ras = lps * np.array([-1.0, -1.0, 1.0])
+    inside = np.all((ras >= lo_ras) & (ras <= hi_ras), axis=1).reshape(size[::-1])
+    if not inside.any():
+        raise InputError(
+            "the region of interest does not overlap the MRI",
+            hint="move the ROI box onto the lesion level",
+        )
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    mask.CopyInformation(reference)
+    return mask
+
+
+class Workflow:
+    """The MRML logic behind the panel, on one scene."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.last_metrics = None  # metrics.MetricsResult
+        self._grower = None
+        self._grower_key = None
+
+    # -- 1. study -----------------------------------------------------------------------------
+    def load_sample(self, folder, *, grade="2", seed=0, progress=None, cancel=None):
+        """The phantom as the study, plus a segmentation holding seed strokes from its truth."""
+        from ..seeds import strokes_from_labels
+
+        nodes = load_phantom_study(
+            self.scene, folder, grade=grade, seed=seed, progress=progress, cancel=cancel
+        )
+        truth_labels = sitk.ReadImage(str(Path(folder) / "labels.nii.gz"))
+        nodes.segmentation = self.create_segmentation(nodes.mri)
+        write_seed_labels(
+            nodes.segmentation, strokes_from_labels(truth_labels, rng_seed=seed), nodes.mri
+        )
+        if nodes.labels is not None:  # the truth stays available but hidden
+            nodes.labels.GetDisplayNode().SetVisibility(False)
+        return nodes
+
+    def convert_pet_to_suv(self, pet_node, files):
+        """Replace a PET volume's Bq/ml voxels by SUVbw computed from its DICOM files."""
+        from ..suv import pet_to_suv
+
+        if pet_node is None:
+            raise InputError("choose the PET volume first")
+        if not files:
+            raise InputError(
+                f"'{pet_node.GetName()}' was not loaded from DICOM: its SUV tags are unknown",
+                hint="load the PET through the DICOM browser, or convert it with 'mescc suv'",
+            )
+        folder = Path(tempfile.mkdtemp(prefix="mescc_pet."))
+        try:
+            for n, f in enumerate(files):
+                os.symlink(os.path.abspath(f), folder / f"{n:05d}.dcm")
+            image, info = pet_to_suv(folder, "bw")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        update_volume_node(pet_node, sitk.Cast(image, sitk.sitkFloat32))
+        pet_node.SetAttribute("MESCC.SUV", f"SUVbw factor {info.factor:.6g} g/ml per Bq/ml")
+        return info
+
+    # -- 2. registration ------------------------------------------------------------------------
+    def register(
+        self,
+        mri_node,
+        ct_node,
+        pet_node=None,
+        *,
+        preset="rigid",
+        roi_node=None,
+        fixed_landmarks=None,
+        moving_landmarks=None,
+        transform_node=None,
+        progress=None,
+        cancel=None,
+    ) -> RegistrationOutcome:
+        from .registration import register_volumes
+
+        if preset not in PRESETS:
+            raise InputError(
+                f"unknown registration preset {preset!r}",
+                hint=f"choose one of {', '.join(PRESETS)}",
+            )
+        mask_node = None
+        if preset == "rigid in ROI":
+            if roi_node is None:
+                raise InputError(
+                    "the 'rigid in ROI' preset needs a region of interest",
+                    hint="place an ROI box around the lesion level",
+                )
+            mask = roi_mask_on(image_from_volume_node(mri_node), roi_node)
+            mask_node = add_volume_node(self.scene, mask, "__mescc_roi_mask__", labelmap=True)
+        landmarks = None
+        if fixed_landmarks is not None or moving_landmarks is not None:
+            if fixed_landmarks is None or moving_landmarks is None:
+                raise InputError(
+                    "landmarks come in pairs: give both the MRI and the CT point lists"
+                )
+            fixed_pts, moving_pts = (
+                _control_points_lps(fixed_landmarks),
+                _control_points_lps(moving_landmarks),
+            )
+            if len(fixed_pts) != len(moving_pts) or len(fixed_pts) < 3:
+                raise InputError(
+                    f"landmark lists must pair up, with at least 3 points each (MRI {len(fixed_pts)}, CT {len(moving_pts)})"
+                )
+            landmarks = (fixed_pts, moving_pts)
+        try:
+            nodes = register_volumes(
+                self.scene,
+                mri_node,
+                ct_node,
+                [pet_node] if pet_node is not None else [],
+                fixed_mask_node=mask_node,
+                init="landmarks" if landmarks is not None else "auto",
+                landmarks=landmarks,
+                deformable=preset == "rigid + deformable",
+                transform_node=transform_node,
+                progress=progress,
+                cancel=cancel,
+            )
+        finally:
+            if mask_node is not None:
+                self.scene.RemoveNode(mask_node)
+        r = nodes.result
+        text = (
+            f"Mattes MI {r.metric_value:.4f} (from {r.initial_metric_value:.4f}), "
+            f"iterations per level {r.iterations_per_level}, {r.elapsed_s:.1f} s, "
+            f"mean displacement over the MRI {r.mean_displacement_mm:.1f} mm."
+        )
+        return RegistrationOutcome(transform_node=nodes.transform_node, result=r, quality_text=text)
+
+    # -- 3. segmentation ------------------------------------------------------------------------
+    def create_segmentation(self, mri_node):
+        from .segmentation import create_mescc_segmentation_node
+
+        if mri_node is None:
+            raise InputError("choose the MRI first")
+        return create_mescc_segmentation_node(self.scene, mri_node)
+
+    def _channels(self, mri_node, pet_node):
+        """MRI, and the PET on the MRI grid through its parent transform (if any)."""
+        mri = image_from_volume_node(mri_node)
+        channels = [mri]
+        if pet_node is not None:
+            channels.append(sitk.Cast(volume_on_grid(pet_node, mri), sitk.sitkFloat32))
+        return channels
+
+    def grow_preview(
+        self, seed_node, mri_node, pet_node=None, *, preview_node=None, progress=None, cancel=None
+    ):
+        """Grow the strokes of ``seed_node`` into ``preview_node`` (created if None).
+
+        The grower's image features are cached per (MRI, PET, their modification times), so a
+        re-run after one more stroke only re-floods.
+        """
+        from ..segmentation import STRUCTURE_LABELS, SeedGrower
+        from .segmentation import (
+            create_mescc_segmentation_node,
+            seeds_from_segmentation_node,
+            write_labels_to_segmentation_node,
+        )
+
+        key = (
+            mri_node.GetID(),
+            mri_node.GetMTime(),
+            None if pet_node is None else (pet_node.GetID(), pet_node.GetMTime()),
+        )
+        if self._grower is None or self._grower_key != key:
+            self._grower = SeedGrower(self._channels(mri_node, pet_node))
+            self._grower_key = key
+        seeds = seeds_from_segmentation_node(seed_node, mri_node)
+        labels = self._grower.grow(
+            seeds, keep_labels=STRUCTURE_LABELS, progress=progress, cancel=cancel
+        )
+        if preview_node is None:
+            preview_node = create_mescc_segmentation_node(
+                self.scene, mri_node, name=f"{seed_node.GetName()} preview"
+            )
+        write_labels_to_segmentation_node(preview_node, labels, mri_node)
+        seed_node.GetDisplayNode().SetOpacity(0.4)
+        counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=5)
+        voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+        text = "Preview: " + ", ".join(
+            f"{name} {counts[v] * voxel_ml:.2f} ml"
+            for v, name in ((1, "cord"), (2, "CSF"), (3, "mass"), (4, "bone"))
+        )
+        return preview_node, text
+
+    def accept_preview(self, seed_node, preview_node, mri_node):
+        """The grown structures replace the strokes; the preview node goes away."""
+        from .segmentation import write_labels_to_segmentation_node
+
+        if preview_node is None:
+            raise InputError("there is no preview to accept", hint="run 'Grow from seeds' first")
+        write_labels_to_segmentation_node(
+            seed_node, labels_from_segmentation_node(preview_node, mri_node), mri_node
+        )
+        seed_node.GetDisplayNode().SetOpacity(1.0)
+        self.discard_preview(preview_node)
+
+    def discard_preview(self, preview_node):
+        if preview_node is not None and preview_node.GetScene() is not None:
+            self.scene.RemoveNode(preview_node)
+
+    # -- 4. metrics -------------------------------------------------------------------------------
+    def compute_metrics(
+        self, segmentation_node, mri_node, pet_node=None, *, progress=None, cancel=None
+    ):
+        from ..metrics import compute_metrics
+        from .metrics import add_metrics_nodes
+
+        labels = labels_from_segmentation_node(segmentation_node, mri_node)
+        pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
+        self.last_metrics = compute_metrics(labels, pet, progress=progress, cancel=cancel)
+        self._last_inputs = (labels, pet)
+        return add_metrics_nodes(self.scene, self.last_metrics)
+
+    def show_results(self):
+        """Slice views and the 3D camera on the worst section of the last metrics."""
+        from .scene import ensure_views, focus_views
+
+        ensure_views(self.scene)
+        worst = self.last_metrics.metrics.get("worst_section_lps_mm")
+        if worst is not None:
+            focus_views(self.scene, worst)
+
+    # -- 5. report ---------------------------------------------------------------------------------
+    def save_report(self, path, mri_node, segmentation_node, pet_node=None):
+        from ..report import ReportInputs, write_report
+
+        if self.last_metrics is None:
+            raise InputError("compute the metrics first")
+        labels, pet = self._last_inputs
+        inputs = ReportInputs(
+            metrics=self.last_metrics.metrics,
+            sections=self.last_metrics.sections.columns(),
+            mri=image_from_volume_node(mri_node),
+            labels=labels,
+            pet_on_mri=pet,
+            models=self.last_metrics.models,
+            identifiers={"MRI": mri_node.GetName(), "Segmentation": segmentation_node.GetName()},
+        )
+        return write_report(inputs, path)
+
+
+# ---------------------------------------------------------------------------------------------
+def volume_on_grid(volume_node, reference: sitk.Image) -> sitk.Image:
+    """A volume resampled onto ``reference``'s grid through its parent (linear) transform."""
+    from ..registration import resample_onto
+    from .registration import itk_linear_transform_from_node
+
+    image = image_from_volume_node(volume_node)
+    parent = volume_node.GetParentTransformNode()
+    if parent is None:
+        transform = sitk.Transform()
+    elif parent.IsTransformToWorldLinear():
+        transform = itk_linear_transform_from_node(parent)
+    else:
+        raise InputError(
+            f"'{volume_node.GetName()}' is under a non-linear transform",
+            hint="harden the transform (Transforms module) before measuring",
+        )
+    return resample_onto(image, reference, transform, default_value=0.0)
+
+
+def _reference_volume_for(segmentation_node):
+    """A temporary volume node with the segmentation's reference geometry (caller removes it)."""
+    geometry = segmentation_node.GetSegmentation().GetConversionParameter(
+        "Reference image geometry"
+    )
+    image_data = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image_data, False)
+    dims = image_data.GetDimensions()
+    m = vtk.vtkMatrix4x4()
+    image_data.GetImageToWorldMatrix(m)
+    lps = RAS_TO_LPS @ numpy_matrix(m)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.Image([int(d) for d in dims], sitk.sitkUInt8)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(float(v) for v in lps[:3, 3]))
+    return add_volume_node(segmentation_node.GetScene(), image, "__mescc_reference__")
+
+
+def labels_from_segmentation_node(segmentation_node, reference_node=None) -> sitk.Image:
+    """Labels 1 cord, 2 CSF, 3 mass, 4 bone (by segment name) on the reference volume's grid."""
+    from .segmentation import seeds_from_segmentation_node
+
+    temporary = reference_node is None
+    reference = _reference_volume_for(segmentation_node) if temporary else reference_node
+    try:
+        labels = seeds_from_segmentation_node(segmentation_node, reference)
+    finally:
+        if temporary:
+            segmentation_node.GetScene().RemoveNode(reference)
+    arr = sitk.GetArrayFromImage(labels)
+    arr[arr > 4] = 0  # "other" segments are not structures
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(labels)
+    return out
+
+
+def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> None:
+    """Seed strokes (1-4 structures, 5+ other) into the segmentation's segments."""
+    from .segmentation import write_labels_to_segmentation_node
+
+    arr = sitk.GetArrayFromImage(seeds)
+    write_labels_to_segmentation_node(segmentation_node, seeds, reference_node)
+    other = (arr > 4).astype(np.uint8)
+    if other.any():
+        segmentation = segmentation_node.GetSegmentation()
+        other_id = segmentation.GetSegmentIdBySegmentName("other")
+        if not other_id:
+            raise InputError("the segmentation has no 'other' segment for the background strokes")
+        image = sitk.GetImageFromArray(other)
+        image.CopyInformation(seeds)
+        scene = segmentation_node.GetScene()
+        temp = add_volume_node(scene, image, "__mescc_other__", labelmap=True)
+        try:
+            ids = vtk.vtkStringArray()
+            ids.InsertNextValue(other_id)
+            logic = slicer.vtkSlicerSegmentationsModuleLogic()
+            logic.SetMRMLScene(scene)
+            if not logic.ImportLabelmapToSegmentationNode(temp, segmentation_node, ids):
+                raise InputError("the 'other' strokes could not be written into the segmentation")
+        finally:
+            scene.RemoveNode(temp)
