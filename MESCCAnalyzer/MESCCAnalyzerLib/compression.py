@@ -163,9 +163,7 @@ def _touch_angles(
     outside[:, 0] = False
     first = np.where(outside.any(axis=1), outside.argmax(axis=1), len(r) - 1)
     rb = r[first]
-    band = (
-        np.linspace(-0.5, 1.0, 7) * touch_mm / pixel
-    )  # from half a touch depth inside to one outside
+    band = np.linspace(-0.5, 0.5, 5) * touch_mm / pixel  # half a voxel either side of the outline
     bi = ci + ui[:, None] * (rb[:, None] + band[None, :])
     bj = cj + uj[:, None] * (rb[:, None] + band[None, :])
     m = _bilinear(mass, bi, bj)
@@ -508,7 +506,7 @@ class CompressionResult:
 
 
 def compression_measures(
-    sections: Sections, mass_arc_range: tuple[float, float]
+    sections: Sections, mass_arc_range: tuple[float, float], *, resolution_mm: float = 1.0
 ) -> CompressionResult:
     """MSCC, MCC, canal compromise, CSA ratio, ... at the worst section (module docstring).
 
@@ -517,7 +515,9 @@ def compression_measures(
     quantisation of a labelmap's edges). The worst section is the valid section within the
     mass's craniocaudal extent with the smallest slab-mean cord AP diameter; where the cord is
     not compressed there (MSCC below 10 %) it is the section with the smallest slab-mean
-    thecal-sac AP diameter, i.e. where the mass encroaches most on the canal.
+    thecal-sac AP diameter, i.e. where the mass encroaches most on the canal; and where the
+    sac is not narrowed either (by less than ``resolution_mm``, one voxel) it is the section
+    where the mass's cross-section is largest.
     """
     ref = choose_reference(sections, mass_arc_range)
     arc, valid = sections.arc_mm, sections.valid
@@ -540,6 +540,10 @@ def compression_measures(
     worst = i_cord
     if (1.0 - cord_ap_slab[i_cord] / cord_ap_ref) * 100.0 < COMPRESSED_MSCC_PERCENT:
         worst = int(in_mass[np.nanargmin(sac_ap_slab[in_mass])])
+        if sac_ap_ref - sac_ap_slab[worst] < resolution_mm:
+            # Nor is the sac narrowed: the level where the mass is largest.
+            mass_slab = slab_mean(sections.mass_area_mm2, arc, valid)
+            worst = int(in_mass[np.nanargmax(mass_slab[in_mass])])
     cord_ap_worst = float(cord_ap_slab[worst])
     sac_ap_worst = float(sac_ap_slab[worst])
     sac_csa_worst = float(slab_mean(sections.sac_csa_mm2, arc, valid)[worst])

@@ -79,64 +79,18 @@ class MetricsResult:
 # ---------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------
-SEGMENT_LABELS = {name: value for value, name in LABEL_NAMES.items()}
-
-
 def read_labels(path: str | os.PathLike) -> sitk.Image:
     """Labelmap (1 cord, 2 CSF, 3 mass, 4 bone) from an image file or a ``.seg.nrrd``."""
     path = Path(path)
     if not path.exists():
         raise InputError("no such file", path=path)
     if path.name.lower().endswith(".seg.nrrd"):
-        return _read_seg_nrrd(path)
+        from .segfile import read_seg_nrrd
+
+        return read_seg_nrrd(path)[0]
     from .study import load_image
 
     return load_image(path)
-
-
-def _read_seg_nrrd(path: Path) -> sitk.Image:
-    """A Slicer segmentation file -> labelmap by segment name (layers merged)."""
-    import slicerio
-
-    try:
-        seg = slicerio.read_segmentation(str(path))
-    except Exception as exc:  # slicerio raises plain exceptions for bad headers/data
-        raise InputError(
-            f"cannot read the segmentation: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-            path=path,
-        ) from None
-    voxels = np.asarray(seg["voxels"])
-    if voxels.ndim == 4:  # several layers: i, j, k, layer
-        layers = [voxels[..., n] for n in range(voxels.shape[3])]
-    elif voxels.ndim == 3:
-        layers = [voxels]
-    else:
-        raise InputError(f"a {voxels.ndim}D segmentation where a 3D one is needed", path=path)
-    out = np.zeros(layers[0].shape, dtype=np.uint8)
-    found = set()
-    for segment in seg.get("segments", []):
-        name = str(segment.get("name", "")).strip().lower()
-        if name not in SEGMENT_LABELS:
-            continue
-        layer = int(segment.get("layer", 0) or 0)
-        value = int(segment["labelValue"])
-        out[layers[layer] == value] = SEGMENT_LABELS[name]
-        found.add(name)
-    if not found:
-        names = ", ".join(str(s.get("name")) for s in seg.get("segments", [])) or "none"
-        raise InputError(
-            f"no segment named {', '.join(SEGMENT_LABELS)} (segments: {names})",
-            path=path,
-            hint="rename the segments or export a labelmap with values 1-4",
-        )
-    # slicerio voxels are indexed i, j, k; ijkToLPS holds spacing, direction and origin.
-    ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=np.float64)
-    spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(out.transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (ijk_to_lps[:3, :3] / spacing[None, :]).ravel()])
-    image.SetOrigin([float(v) for v in ijk_to_lps[:3, 3]])
-    return image
 
 
 def validate_labels(
@@ -277,7 +231,7 @@ def compute_metrics(
     par = line.param_of(mass_pts)
     p_lo, p_hi = float(par.min()) - voxel_along / 2, float(par.max()) + voxel_along / 2
     arc_lo, arc_hi = _arc_at(line, p_lo), _arc_at(line, p_hi)
-    comp = compression.compression_measures(sections, (arc_lo, arc_hi))
+    comp = compression.compression_measures(sections, (arc_lo, arc_hi), resolution_mm=voxel_mm)
     circ_deg, sectors = compression.circumferential_extent(
         sections,
         np.nonzero(sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi))[0],
