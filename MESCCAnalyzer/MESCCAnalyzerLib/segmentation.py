@@ -429,7 +429,7 @@ def _local_means(
     def smooth(a: np.ndarray) -> np.ndarray:
         img = sitk.GetImageFromArray(a.astype(np.float32))
         img.SetSpacing(tuple(float(v) for v in (spacing * factors)[::-1]))
-        return sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(img, sigma_mm)).ravel()
+        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma_mm)).ravel()
 
     means = np.empty((len(labels), channels.shape[0], int(np.prod(coarse_shape))), dtype=np.float32)
     for n, label in enumerate(labels):
