@@ -1,0 +1,253 @@
+"""Compression metrics as MRML nodes: coloured surface models, tables and a plot chart.
+
+:func:`compute_metrics_nodes` takes a labelmap volume node (or a segmentation node with the
+MESCC segments) and an optional SUV volume node on the same grid, runs
+:func:`MESCCAnalyzerLib.metrics.compute_metrics` and adds the results to the scene with
+:func:`add_metrics_nodes`:
+
+* model nodes "cord", "thecal sac", "mass" (closed smoothed surfaces, RAS), the mass coloured
+  by its distance to the cord surface (``DistanceToCord_mm``) and the cord by its distance to
+  the mass (``DistanceToMass_mm``), 0-10 mm on a red-yellow-green-blue scale, so the patch
+  where the mass presses on the cord shows red; the cord centreline as a line model;
+* a table node of the cross-sections (one row per section, the columns of sections.csv);
+* a plot chart of cord CSA and AP diameter against arc length, with the mass's craniocaudal
+  extent drawn as a box and the worst section as a vertical line;
+* a table node of the metrics (key, value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import slicer
+import vtk
+
+from ..metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
+from ..surfaces import lps_to_ras_polydata
+
+DISTANCE_RANGE_MM = (0.0, 10.0)
+COLOR_NODE_NAME = "MESCC distance (mm)"
+MODEL_STYLE = {
+    # key: (name, colour, opacity, scalar array or None)
+    "cord": ("cord", (1.0, 0.9, 0.5), 1.0, DISTANCE_TO_MASS),
+    "sac": ("thecal sac", (0.55, 0.8, 1.0), 0.25, None),
+    "mass": ("mass", (0.8, 0.35, 0.3), 0.8, DISTANCE_TO_CORD),
+    "centerline": ("cord centreline", (0.2, 0.2, 0.9), 1.0, None),
+}
+
+
+@dataclass
+class MetricsNodes:
+    """The nodes :func:`add_metrics_nodes` created."""
+
+    models: dict = field(default_factory=dict)  # key (cord, sac, mass, centerline) -> model node
+    sections_table: object = None
+    metrics_table: object = None
+    extent_table: object = None
+    chart: object = None
+    series: dict = field(default_factory=dict)  # name -> plot series node
+    color_node: object = None
+    result: MetricsResult | None = None
+
+
+def distance_color_node(scene):
+    """A colour node for distances: red at contact, yellow at 2 mm, green at 5, blue at 10 mm."""
+    node = scene.GetFirstNodeByName(COLOR_NODE_NAME)
+    if node is not None:
+        return node
+    node = slicer.vtkMRMLProceduralColorNode()
+    node.SetName(COLOR_NODE_NAME)
+    ctf = vtk.vtkColorTransferFunction()
+    for value, rgb in (
+        (0.0, (0.85, 0.0, 0.0)),
+        (2.0, (1.0, 0.85, 0.0)),
+        (5.0, (0.2, 0.75, 0.2)),
+        (10.0, (0.2, 0.35, 0.9)),
+    ):
+        ctf.AddRGBPoint(value, *rgb)
+    node.SetAndObserveColorTransferFunction(ctf)
+    node.SetAttribute("Category", "MESCC")
+    scene.AddNode(node)
+    return node
+
+
+def _add_model(scene, poly_lps, key: str, color_node):
+    name, rgb, opacity, scalars = MODEL_STYLE[key]
+    node = scene.AddNewNodeByClass("vtkMRMLModelNode", scene.GenerateUniqueName(name))
+    node.SetAndObservePolyData(lps_to_ras_polydata(poly_lps))
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetColor(*rgb)
+    display.SetOpacity(opacity)
+    if key == "centerline":
+        display.SetLineWidth(3.0)
+        display.SetScalarVisibility(False)
+    elif scalars is not None:
+        display.SetActiveScalar(scalars, vtk.vtkAssignAttribute.POINT_DATA)
+        display.SetAndObserveColorNodeID(color_node.GetID())
+        display.SetScalarRangeFlag(slicer.vtkMRMLDisplayNode.UseManualScalarRange)
+        display.SetScalarRange(*DISTANCE_RANGE_MM)
+        display.SetScalarVisibility(True)
+    else:
+        display.SetScalarVisibility(False)
+    return node
+
+
+def _double_column(name: str, values) -> vtk.vtkDoubleArray:
+    arr = vtk.vtkDoubleArray()
+    arr.SetName(name)
+    for v in values:
+        arr.InsertNextValue(float(v))
+    return arr
+
+
+def _string_column(name: str, values) -> vtk.vtkStringArray:
+    arr = vtk.vtkStringArray()
+    arr.SetName(name)
+    for v in values:
+        arr.InsertNextValue(str(v))
+    return arr
+
+
+def _table_node(scene, name: str, columns: list) -> object:
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(name))
+    table = node.GetTable()
+    for col in columns:
+        table.AddColumn(col)
+    node.Modified()
+    return node
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=float)
+    return str(value)
+
+
+def _series(scene, name: str, table_node, x: str, y: str, rgb, *, line_style=None):
+    node = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", scene.GenerateUniqueName(name))
+    node.SetAndObserveTableNodeID(table_node.GetID())
+    node.SetXColumnName(x)
+    node.SetYColumnName(y)
+    node.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    node.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+    if line_style is not None:
+        node.SetLineStyle(line_style)
+    node.SetColor(*rgb)
+    return node
+
+
+def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") -> MetricsNodes:
+    """Add models, tables and the CSA/AP chart of ``result`` to ``scene`` (module docstring)."""
+    out = MetricsNodes(result=result)
+    out.color_node = distance_color_node(scene)
+    for key in ("cord", "sac", "mass", "centerline"):
+        out.models[key] = _add_model(scene, result.models[key], key, out.color_node)
+
+    # Sections table (NaN where a section has no value).
+    cols = result.sections.columns()
+    out.sections_table = _table_node(
+        scene, f"{prefix} sections", [_double_column(k, v) for k, v in cols.items()]
+    )
+    for k in cols:
+        out.sections_table.SetColumnUnitLabel(
+            k, k.rsplit("_", 1)[-1] if k.endswith(("_mm", "_mm2")) else ""
+        )
+
+    # Mass extent box and worst-section line on the chart, from a small table.
+    m = result.metrics
+    lo, hi = m["mass_arc_range_mm"]
+    valid = result.sections.valid
+    top = float(np.nanmax(np.where(valid, result.sections.cord_csa_mm2, np.nan))) * 1.1
+    worst = m["worst_section_arc_mm"]
+    out.extent_table = _table_node(
+        scene,
+        f"{prefix} mass extent",
+        [
+            _double_column("arc_mm", [lo, lo, hi, hi, lo]),
+            _double_column("mass_extent", [0.0, top, top, 0.0, 0.0]),
+            _double_column("worst_arc_mm", [worst, worst, worst, worst, worst]),
+            _double_column("worst", [0.0, top, top, top, top]),
+        ],
+    )
+
+    out.chart = scene.AddNewNodeByClass(
+        "vtkMRMLPlotChartNode", scene.GenerateUniqueName(f"{prefix} cord along its axis")
+    )
+    out.chart.SetTitle("Cord cross-section along the centreline")
+    out.chart.SetXAxisTitle("arc length (mm, inferior to superior)")
+    out.chart.SetYAxisTitle("CSA (mm2) / AP diameter (mm)")
+    out.series["cord_csa_mm2"] = _series(
+        scene, "cord CSA (mm2)", out.sections_table, "arc_mm", "cord_csa_mm2", (0.85, 0.55, 0.0)
+    )
+    out.series["cord_ap_mm"] = _series(
+        scene, "cord AP diameter (mm)", out.sections_table, "arc_mm", "cord_ap_mm", (0.1, 0.3, 0.85)
+    )
+    out.series["mass_extent"] = _series(
+        scene,
+        "mass extent",
+        out.extent_table,
+        "arc_mm",
+        "mass_extent",
+        (0.8, 0.1, 0.1),
+        line_style=slicer.vtkMRMLPlotSeriesNode.LineStyleDash,
+    )
+    out.series["worst"] = _series(
+        scene,
+        "worst section",
+        out.extent_table,
+        "worst_arc_mm",
+        "worst",
+        (0.3, 0.3, 0.3),
+        line_style=slicer.vtkMRMLPlotSeriesNode.LineStyleDot,
+    )
+    for node in out.series.values():
+        out.chart.AddAndObservePlotSeriesNodeID(node.GetID())
+
+    keys = [k for k in m if k not in ("bilsky_facts",)]
+    keys += [f"bilsky_facts.{k}" for k in m.get("bilsky_facts", {})]
+    values = [
+        _format(m[k]) if "." not in k else _format(m["bilsky_facts"][k.split(".", 1)[1]])
+        for k in keys
+    ]
+    out.metrics_table = _table_node(
+        scene,
+        f"{prefix} metrics",
+        [_string_column("metric", keys), _string_column("value", values)],
+    )
+    return out
+
+
+def _labels_from_node(node, reference_node=None):
+    from .nodes import image_from_volume_node
+
+    if node.IsA("vtkMRMLSegmentationNode"):
+        from .workflow import labels_from_segmentation_node
+
+        return labels_from_segmentation_node(node, reference_node)
+    if node.IsA("vtkMRMLVolumeNode"):
+        return image_from_volume_node(node)
+    raise ValueError(
+        f"{node.GetName()} is neither a labelmap volume nor a segmentation; choose the MESCC labels."
+    )
+
+
+def compute_metrics_nodes(
+    scene, labels_node, pet_node=None, *, reference_node=None, progress=None, cancel=None
+) -> MetricsNodes:
+    """Measure ``labels_node`` (labelmap volume or segmentation node) and add the result nodes.
+
+    ``pet_node``: SUV volume node (optional), resampled onto the labelmap's grid through its
+    parent transform (e.g. the PET-to-MRI registration). ``reference_node``: the
+    volume whose grid a segmentation node is exported onto (its source volume by default).
+    """
+    from .workflow import volume_on_grid
+
+    labels = _labels_from_node(labels_node, reference_node)
+    pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
+    result = compute_metrics(labels, pet, progress=progress, cancel=cancel)
+    return add_metrics_nodes(scene, result)
