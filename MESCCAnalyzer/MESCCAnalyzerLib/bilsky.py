@@ -176,13 +176,22 @@ def bone_free_paths(
 
     if not mass.any() or not sac.any():
         return 0.0, float("inf")
-    sac_img = sitk.GetImageFromArray(sac.astype(np.uint8))
-    sac_img.CopyInformation(labels)
-    dist = sitk.GetArrayViewFromImage(
-        sitk.SignedMaurerDistanceMap(
+    # Distance to the sac, needed only at the mass: map a box around the mass (plus a margin
+    # beyond which the epidural test fails anyway).
+    spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)
+    pad = np.ceil((EPIDURAL_MAX_GAP_MM + 5.0) / spacing[::-1]).astype(int)  # k, j, i
+    kk, jj, ii = np.nonzero(mass)
+    lo = np.maximum(np.array([kk.min(), jj.min(), ii.min()]) - pad, 0)
+    hi = np.minimum(np.array([kk.max(), jj.max(), ii.max()]) + pad + 1, mass.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    dist = np.full(mass.shape, np.inf, dtype=np.float32)
+    if sac[box].any():
+        sac_img = sitk.GetImageFromArray(sac[box].astype(np.uint8))
+        sac_img.SetSpacing(labels.GetSpacing())
+        dmap = sitk.SignedMaurerDistanceMap(
             sac_img, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
         )
-    )
+        dist[box] = sitk.GetArrayFromImage(dmap)
     mass_b = _boundary(mass)
     d_mass = np.where(mass_b, dist, np.inf)
     flat = np.argsort(d_mass, axis=None)[:NEAREST_PATHS]

@@ -246,10 +246,18 @@ def compute_metrics(
     progress(0.75, "distances")
 
     stage("distances")
-    d_cm = surfaces.surface_distances(mass_surf, cord_surf)
+    sac_mask = _mask(crop, [LABEL_CORD, LABEL_CSF])
+    mass_pts = surfaces.points_lps(mass_surf)
+    mass_to_cord = surfaces.distances_to_mask_surface(mass_pts, cord_mask, cord_surf)
+    cord_to_mass = surfaces.distances_to_mask_surface(
+        surfaces.points_lps(cord_surf), mass_mask, mass_surf
+    )
+    d_cm = surfaces.SurfaceDistances(
+        mass_to_cord, cord_to_mass, float(min(mass_to_cord.min(), cord_to_mass.min()))
+    )
     surfaces.add_point_array(mass_surf, DISTANCE_TO_CORD, d_cm.a_to_b_mm)
     surfaces.add_point_array(cord_surf, DISTANCE_TO_MASS, d_cm.b_to_a_mm)
-    d_ms = surfaces.distance_to_surface(surfaces.points_lps(mass_surf), sac_surf)
+    d_ms = surfaces.distances_to_mask_surface(mass_pts, sac_mask, sac_surf)
     mass_sac_surface_gap = float(max(0.0, d_ms.min()))
     cord_bool = arr == LABEL_CORD
     sac_bool = cord_bool | (arr == LABEL_CSF)
