@@ -65,6 +65,7 @@ class MESCCAnalyzerParameterNode:
     logic sets (no widget edits them)."""
 
     mriVolume: vtkMRMLScalarVolumeNode
+    t1Volume: vtkMRMLScalarVolumeNode
     ctVolume: vtkMRMLScalarVolumeNode
     petVolume: vtkMRMLScalarVolumeNode
     sampleGrade: Annotated[str, Choice(GRADES), Default("2")]
@@ -162,7 +163,11 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "Select the MRI (reference), or load the sample study."
             )
         else:
-            names = [n.GetName() for n in (p.mriVolume, p.ctVolume, p.petVolume) if n is not None]
+            names = [
+                n.GetName()
+                for n in (p.mriVolume, p.t1Volume, p.ctVolume, p.petVolume)
+                if n is not None
+            ]
             self.ui.studyStatusLabel.text = _("Study: {names}").format(names=", ".join(names))
         self.ui.convertPetButton.enabled = p.petVolume is not None
         canRegister = hasMri and p.ctVolume is not None
@@ -356,7 +361,7 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
         nodes = self.workflow.load_sample(
             folder, grade=p.sampleGrade, seed=p.sampleSeed, progress=progress, cancel=cancel
         )
-        p.mriVolume, p.ctVolume, p.petVolume = nodes.mri, nodes.ct, nodes.pet
+        p.mriVolume, p.t1Volume, p.ctVolume, p.petVolume = nodes.mri, nodes.t1, nodes.ct, nodes.pet
         p.segmentation = nodes.segmentation
         return nodes
 
@@ -384,6 +389,7 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
             p.segmentation,
             p.mriVolume,
             p.petVolume,
+            t1_node=p.t1Volume,
             preview_node=p.previewSegmentationNode,
             progress=progress,
             cancel=cancel,
@@ -405,7 +411,7 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
         )
         p.metricsTableNode = nodes.metrics_table
         self.workflow.show_results()
-        chart = getattr(nodes, "plot_chart", None)
+        chart = nodes.chart
         if chart is not None and slicer.app.layoutManager() is not None:
             slicer.modules.plots.logic().ShowChartInLayout(chart)
         return self.workflow.last_metrics.metrics

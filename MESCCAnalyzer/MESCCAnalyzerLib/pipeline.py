@@ -149,9 +149,12 @@ def run_analysis(
         )
 
     begin("segmentation")
-    channels = [reference] + (
-        [sitk.Cast(pet_on_mri, sitk.sitkFloat32)] if pet_on_mri is not None else []
-    )
+    # T2, T1 and PET together: the cord/mass boundary is faint on T2 alone, the dark tumour on
+    # T1 and its uptake on PET separate them (phantom grade 2 seed 1: MSCC 30 % vs truth 29 %
+    # with all three, 4 % with T2 + blurred PET alone).
+    channels = [reference]
+    channels += [sitk.Cast(t1_on_mri, sitk.sitkFloat32)] if t1_on_mri is not None else []
+    channels += [sitk.Cast(pet_on_mri, sitk.sitkFloat32)] if pet_on_mri is not None else []
     check_inputs(channels, seeds)
     labels = SeedGrower(channels).grow(seeds, smoothing_mm=request.smoothing_mm, cancel=cancel)
 

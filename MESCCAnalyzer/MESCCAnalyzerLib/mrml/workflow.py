@@ -74,6 +74,10 @@ class Workflow:
 
     def __init__(self, scene):
         self.scene = scene
+        # Registers the segmentation representation converters (binary labelmap, closed
+        # surface) that segmentation nodes need; inside Slicer the module did it already.
+        self._segmentations_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        self._segmentations_logic.SetMRMLScene(scene)
         self.last_metrics = None  # metrics.MetricsResult
         self._grower = None
         self._grower_key = None
@@ -196,21 +200,28 @@ class Workflow:
             raise InputError("choose the MRI first")
         return create_mescc_segmentation_node(self.scene, mri_node)
 
-    def _channels(self, mri_node, pet_node):
-        """MRI, and the PET on the MRI grid through its parent transform (if any)."""
+    def _channels(self, mri_node, t1_node, pet_node):
+        """MRI, and the T1 and PET on the MRI grid through their parent transforms (if any)."""
         mri = image_from_volume_node(mri_node)
-        channels = [mri]
-        if pet_node is not None:
-            channels.append(sitk.Cast(volume_on_grid(pet_node, mri), sitk.sitkFloat32))
-        return channels
+        others = [n for n in (t1_node, pet_node) if n is not None]
+        return [mri] + [sitk.Cast(volume_on_grid(n, mri), sitk.sitkFloat32) for n in others]
 
     def grow_preview(
-        self, seed_node, mri_node, pet_node=None, *, preview_node=None, progress=None, cancel=None
+        self,
+        seed_node,
+        mri_node,
+        pet_node=None,
+        *,
+        t1_node=None,
+        preview_node=None,
+        progress=None,
+        cancel=None,
     ):
         """Grow the strokes of ``seed_node`` into ``preview_node`` (created if None).
 
-        The grower's image features are cached per (MRI, PET, their modification times), so a
-        re-run after one more stroke only re-floods.
+        Channels: the MRI, the T1 and the PET when given (on the MRI grid). The grower's image
+        features are cached per (volumes, their modification times), so a re-run after one
+        more stroke only re-floods.
         """
         from ..segmentation import STRUCTURE_LABELS, SeedGrower
         from .segmentation import (
@@ -219,13 +230,11 @@ class Workflow:
             write_labels_to_segmentation_node,
         )
 
-        key = (
-            mri_node.GetID(),
-            mri_node.GetMTime(),
-            None if pet_node is None else (pet_node.GetID(), pet_node.GetMTime()),
+        key = tuple(
+            None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, t1_node, pet_node)
         )
         if self._grower is None or self._grower_key != key:
-            self._grower = SeedGrower(self._channels(mri_node, pet_node))
+            self._grower = SeedGrower(self._channels(mri_node, t1_node, pet_node))
             self._grower_key = key
         seeds = seeds_from_segmentation_node(seed_node, mri_node)
         labels = self._grower.grow(
