@@ -58,22 +58,16 @@ def test_strokes_are_few_and_inside_their_structure(phantoms):
     assert np.array_equal(seeds, again)
 
 
-# Worst mass Dice over the five stroke draws, measured (docs/segmentation.md) minus ~0.02 for
-# platform noise. Issue 4 asks 0.90: met for grades 1c, 2 and 3; NOT met for the small
-# grade 1a/1b masses (0.79 / 0.86 measured), where the thin epidural fat between mass and sac
-# has no stroke of its own. The floors below guard against regressions; raising them to 0.90 is
-# the open work.
-MASS_FLOOR = {"1a": 0.77, "1b": 0.84, "1c": 0.88, "2": 0.90, "3": 0.90}
-
-
 @pytest.mark.parametrize("grade", GRADES)
 def test_phantom_dice_per_grade(battery, grade):
     rows = [battery[grade, rs] for rs in STROKE_SEEDS]
     worst = {label: min(r[label] for r in rows) for label in (1, 2, 3)}
-    # Issue 4's thresholds, for every one of the five stroke draws: cord >= 0.90, CSF >= 0.85
+    # Issue 4's thresholds, for every one of the five stroke draws (T2 + PET): mass >= 0.90,
+    # cord >= 0.90, CSF >= 0.85. Measured worst cases: mass 0.920 (1a), cord 0.969 (3),
+    # CSF 0.969 (3); see docs/segmentation.md.
     assert worst[1] >= 0.90
     assert worst[2] >= 0.85
-    assert worst[3] >= MASS_FLOOR[grade]
+    assert worst[3] >= 0.90
 
 
 def test_real_t2_cord_from_three_axial_slices(shared_data):
@@ -103,25 +97,29 @@ def test_real_t2_cord_from_three_axial_slices(shared_data):
     guide_image.CopyInformation(t2)
     extent = np.flatnonzero(cord.any(axis=(0, 2)))
     slices = [int(extent[int(q * (extent.size - 1))]) for q in (0.2, 0.5, 0.8)]
-    seeds = strokes_from_labels(
-        guide_image,
-        rng_seed=0,
-        structures=(1, 2),
-        slice_indices=slices,
-        strokes_per_slice=2,
-        other_strokes_per_slice=8,
-        other_near_mm=12.0,
-        other_within_mm=20.0,
-        near_to=(1, 2),
-        inset_mm=1.0,
-        other_inset_mm=8.0,
-        max_fraction=0.05,
-    )
-    s = sitk.GetArrayFromImage(seeds)
-    assert set(np.unique(np.nonzero(s)[axis]).tolist()) == set(slices)  # three axial slices only
-    result = sitk.GetArrayFromImage(grow_from_seeds([t2], seeds))
-    # Issue 4: cord Dice >= 0.85 against the manual segmentation
-    assert dice(result == 1, cord) >= 0.85
+    scores = []
+    for rs in range(5):
+        seeds = strokes_from_labels(
+            guide_image,
+            rng_seed=rs,
+            structures=(1, 2),
+            slice_indices=slices,
+            strokes_per_slice=4,
+            other_strokes_per_slice=8,
+            other_near_mm=12.0,
+            other_within_mm=20.0,
+            near_to=(1, 2),
+            inset_mm=1.0,
+            other_inset_mm=8.0,
+            max_fraction=0.05,
+        )
+        s = sitk.GetArrayFromImage(seeds)
+        assert set(np.unique(np.nonzero(s)[axis]).tolist()) == set(slices)  # three axial slices
+        result = sitk.GetArrayFromImage(grow_from_seeds([t2], seeds))
+        scores.append(dice(result == 1, cord))
+    # Issue 4: cord Dice >= 0.85 against the manual segmentation, for each of five stroke draws
+    # (measured 0.856-0.900; the manual mask is tighter than the T2 edge at the top slices)
+    assert min(scores) >= 0.85
 
 
 def test_an_update_reuses_the_features_and_matches_a_fresh_run(phantoms):

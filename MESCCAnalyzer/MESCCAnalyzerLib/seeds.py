@@ -9,7 +9,8 @@ for a given ``rng_seed``:
 * for each structure, the voxels at least ``inset_mm`` inside it (3D distance, spacing-aware;
   halved until some remain, so a thin structure still gets strokes) are the candidates;
 * ``slices`` axial slices are chosen spread over the structure's extent (quantiles 0.2-0.8,
-  jittered); on each, ``strokes_per_slice`` straight strokes of 3-8 voxels start at a random
+  jittered), plus one through each large part (>= 5 % of the structure) that none of them
+  crosses (each vertebra in view); on each, ``strokes_per_slice`` straight strokes of 3-8 voxels start at a random
   candidate voxel in a random in-plane direction and stop where they leave the candidates;
 * "other" strokes (label ``other_label``) are drawn the same way in the unlabelled voxels at
   least ``inset_mm`` away from every structure: half of them "near", at least
@@ -58,6 +59,28 @@ def _candidates(mask: np.ndarray, reference: sitk.Image, inset_mm: float) -> np.
             return core
         inset /= 2
     return mask.copy()
+
+
+def _add_component_slices(
+    chosen: list[int], cand: np.ndarray, axis: int, reference: sitk.Image
+) -> list[int]:
+    """Add a slice through every large part of a structure that no chosen slice crosses
+    (e.g. each vertebra in view), as a user strokes each piece it sees."""
+    img = sitk.GetImageFromArray(cand.astype(np.uint8))
+    img.CopyInformation(reference)
+    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, True))
+    sizes = np.bincount(components.ravel())
+    total = int(sizes[1:].sum())
+    other_axes = tuple(a for a in range(3) if a != axis)
+    out = list(chosen)
+    for comp in np.flatnonzero(sizes):
+        if comp == 0 or sizes[comp] < 0.05 * total:
+            continue
+        per_slice = (components == comp).sum(axis=other_axes)
+        if any(per_slice[s] > 0 for s in out):
+            continue
+        out.append(int(np.argmax(per_slice)))
+    return sorted(set(out))
 
 
 def _choose_slices(cand: np.ndarray, axis: int, n: int, rng: np.random.Generator) -> list[int]:
@@ -157,6 +180,8 @@ def strokes_from_labels(
             if slice_indices is not None
             else _choose_slices(cand, axis, slices, rng)
         )
+        if slice_indices is None:
+            chosen = _add_component_slices(chosen, cand, axis, labels)
         all_slices.update(chosen)
         budget = max(1, int(np.floor(max_fraction * count)))
         _paint(seeds, cand, label, chosen, axis, strokes_per_slice, budget, rng)

@@ -9,22 +9,26 @@ Method (all heavy steps in SimpleITK's C++ filters):
 
 1. **Features** (computed once per region and cached by :class:`SeedGrower`): the images are
    cropped to the region of interest; each channel is divided by its robust intensity range in
-   the region (1st to 99th percentile), so that an MRI in arbitrary units and a PET in SUV weigh
-   the same; the edge image is the root sum of squares of the channels' gradient magnitudes
-   after a light Gaussian smoothing (``edge_sigma_mm``, physical units, so anisotropic voxels
-   are handled).
-2. **Flooding**: a marker-based morphological watershed on the edge image: every seed label
-   floods the image from its strokes, lowest edges first, until the fronts meet on the edge
-   ridges.
-3. **Boundary refinement**: a voxel on the boundary between labels moves to the neighbouring
-   label whose *local* mean (a Gaussian-weighted mean of that label's voxels within a few mm,
-   ``mean_sigma_mm``) is closest to the voxel's multi-channel value; repeated until nothing moves
-   (at most ``refine_passes``). This corrects the watershed's half-voxel bias on one-voxel-wide
-   steps and lets thin bright layers (CSF around the cord) keep their partial-volume voxels.
+   the region (1st to 99th percentile), so that an MRI in arbitrary units and a PET in SUV are
+   comparable, then weighted (first image 1, each further image 0.5 by default: a PET on the
+   MRI grid is blurred, and its full weight pulls boundaries inside small masses); the edge
+   image is the root sum of squares of the channels' gradient magnitudes after a light Gaussian
+   smoothing (``edge_sigma_mm``, physical units, so anisotropic voxels are handled), quantised
+   to 4096 levels.
+2. **Flooding**: a marker-based morphological watershed on the edge image (SimpleITK, C++):
+   every seed label floods the image from its strokes, lowest edges first, until the fronts
+   meet on the edge ridges.
+3. **Boundary refinement** (``refine_passes``, default 2): a voxel on the boundary between
+   labels moves to the neighbouring label whose *local* mean in the first image (a
+   Gaussian-weighted mean of that label's voxels within about a mm, ``mean_sigma_mm``) is
+   closest to the voxel's value. This corrects the watershed's half-voxel bias on one-voxel
+   steps (real T2 cord Dice 0.848 -> 0.860 with the test's strokes) and moves a mass boundary
+   drawn by the blurred PET out to the sharper MRI edge (phantom grade 1a mass 0.865 -> 0.920).
    Seed voxels never change label.
 
-An update after one more stroke reuses the cropped, normalised channels and the edge image
-(step 1, the costly part) and re-runs steps 2-3 only.
+An update after corrected strokes (:meth:`SeedGrower.grow` again) reuses the crop, the
+normalised channels and the edge image (step 1) as long as the seeds stay inside the cached
+region (always with a ROI), and re-runs steps 2-3 over the region.
 """
 
 from __future__ import annotations
@@ -54,12 +58,17 @@ class GrowParameters:
     mean_sigma_mm : Gaussian sigma (mm) of the local label means used by the refinement.
     refine_passes : maximum number of boundary refinement passes (0 = watershed only).
     margin_mm : without a region of interest, the seeds' bounding box grows by this much.
+    channel_weights : weight of each image after range normalisation (default 1 for the
+        first, 0.5 for each further image).
+    refine_channels : how many leading images the refinement compares (default 1: the MRI).
     """
 
     edge_sigma_mm: float = 0.5
     mean_sigma_mm: float = 1.0
-    refine_passes: int = 6
+    refine_passes: int = 2
     margin_mm: float = 15.0
+    channel_weights: tuple[float, ...] | None = None
+    refine_channels: int = 1
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,7 @@ def seed_box(seeds: sitk.Image, margin_mm: float) -> Box:
 # --------------------------------------------------------------------------------------------
 
 _EDGE_LEVELS = 4095
+_FURTHER_CHANNEL_WEIGHT = 0.5
 _NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 
 
@@ -268,7 +278,11 @@ class SeedGrower:
             arr = sitk.GetArrayFromImage(crop)
             lo, hi = np.percentile(arr, [1.0, 99.0])
             scale = float(hi - lo) if hi > lo else float(np.ptp(arr)) or 1.0
-            channel = (arr / scale).astype(np.float32)
+            if self.params.channel_weights:
+                weight = self.params.channel_weights[c]
+            else:
+                weight = 1.0 if c == 0 else _FURTHER_CHANNEL_WEIGHT
+            channel = (arr * (weight / scale)).astype(np.float32)
             channels.append(channel)
             norm = sitk.GetImageFromArray(channel)
             norm.CopyInformation(crop)
@@ -357,14 +371,13 @@ class SeedGrower:
         """Move boundary voxels to the neighbouring label with the closest local mean."""
         if self.params.refine_passes <= 0:
             return lab
-        means, lookup = _local_means(
-            self._channels, lab, labels, self._edge, self.params.mean_sigma_mm
-        )
+        feats = self._channels[: self.params.refine_channels or None]
+        means, lookup = _local_means(feats, lab, labels, self._edge, self.params.mean_sigma_mm)
         # label value -> row in ``means`` (labels outside ``labels``, e.g. the barrier: -1)
         index_of = np.full(int(lab.max()) + 2, -1, dtype=np.int64)
         index_of[labels] = np.arange(len(labels))
         shape = lab.shape
-        channels = self._channels.reshape(self._channels.shape[0], -1)
+        channels = feats.reshape(feats.shape[0], -1)
         for _ in range(self.params.refine_passes):
             band, neighbour_labels = _boundary(lab, frozen)
             if band.size == 0:
