@@ -6,7 +6,7 @@ in-plane axes are the patient's left-right and antero-posterior directions proje
 plane (``e_lr`` towards the patient's left, ``e_ap`` towards posterior), so a cord tilted in
 the scanner is measured in its own anatomy. The cord, CSF and mass masks are resampled onto
 the plane as float masks with trilinear interpolation (a partial-volume estimate) on a fine
-grid (a third of the finest voxel spacing, at most 0.25 mm):
+grid (half the finest voxel spacing, at most 0.25 mm):
 
 * area = sum of the interpolated mask x pixel area;
 * centroid = mask-weighted mean position;
@@ -245,7 +245,7 @@ def measure_sections(
     arr = sitk.GetArrayViewFromImage(labels)
     spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)
     if pixel_mm is None:
-        pixel_mm = float(min(0.25, spacing.min() / 3.0))
+        pixel_mm = float(min(0.25, spacing.min() / 2.0))
     strip_mm = float(spacing.min())
     sac_pts = voxel_points_lps(labels, (arr == cord_label) | (arr == csf_label))
     half_width = _perpendicular_extent(sac_pts, line) + 2.0 * float(spacing.max()) + 2.0

@@ -314,13 +314,10 @@ def distances_to_mask_surface(
     if far.any():
         verts = points_lps(surface)
         verts = verts[:: max(1, len(verts) // 500)]
-        best = np.full(int(far.sum()), np.inf)
         q = points[far]
-        for start in range(0, len(verts), 500):
-            v = verts[start : start + 500]
-            best = np.minimum(
-                best, np.sqrt(((q[:, None, :] - v[None, :, :]) ** 2).sum(-1)).min(axis=1)
-            )
+        # |q - v|^2 = |q|^2 + |v|^2 - 2 q.v, one matrix product instead of a 3D difference array
+        d2 = (q**2).sum(1)[:, None] + (verts**2).sum(1)[None, :] - 2.0 * q @ verts.T
+        best = np.sqrt(np.clip(d2.min(axis=1), 0.0, None))
         approx[far] = best
     out = np.clip(approx, 0.0, None)
     near = approx < exact_within_mm
