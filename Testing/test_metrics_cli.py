@@ -236,3 +236,20 @@ def test_missing_file_is_refused(tmp_path, capsys):
         str(missing),
         "not found",
     )
+
+
+def test_progress_reaches_the_end_and_cancel_stops(grade2):
+    from MESCCAnalyzerLib.errors import Cancelled
+
+    seen = []
+    compute_metrics(grade2[0], progress=lambda f, msg: seen.append(f))
+    assert seen[-1] == 1.0 and min(seen) >= 0.0
+    assert all(b >= a - 1e-9 for a, b in zip(seen, seen[1:], strict=False))  # never goes back
+    calls = []
+
+    def cancel_after_a_few():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        compute_metrics(grade2[0], cancel=cancel_after_a_few)
