@@ -106,3 +106,28 @@ def test_metrics_table_holds_the_grade_and_uptake(a_measured_scene):
     )  # see test_bilsky
     assert float(rows["suv_max"]) == pytest.approx(6.0)
     assert "bilsky_facts.csf_area_worst_mm2" in rows
+
+
+def test_a_segmentation_node_measures_like_its_labelmap():
+    """Segments named spinal_cord, csf, epidural_mass, vertebrae (as a user would have them)."""
+    from test_bilsky import measured, phantom_labels_and_truth
+
+    labels, _ = phantom_labels_and_truth("2", 0)
+    scene = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    labels_node = add_volume_node(scene, labels, "labels", labelmap=True)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert logic.ImportLabelmapToSegmentationNode(labels_node, seg)
+    names = {1: "spinal_cord", 2: "csf", 3: "epidural_mass", 4: "vertebrae"}
+    segmentation = seg.GetSegmentation()
+    for n in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(n)
+        segment.SetName(names[segment.GetLabelValue()])
+    nodes = compute_metrics_nodes(scene, seg, reference_node=labels_node)
+    expected = measured("2", 0)[0]
+    m = nodes.result.metrics
+    assert m["bilsky_grade"] == expected["bilsky_grade"] == "2"
+    # The segmentation round trip reproduces the labelmap voxel for voxel: same numbers.
+    for key in ("mscc_percent", "cord_csa_ratio", "mass_volume_ml"):
+        assert m[key] == pytest.approx(expected[key], rel=1e-9)
