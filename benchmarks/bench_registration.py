@@ -1,0 +1,225 @@
+"""Registration benchmark: our rigid registration against itk-elastix's default rigid map.
+
+Same image pairs, one run, side by side: target registration error (TRE, mean distance
+between the estimated and the true mapping of the fixed region's voxel centres) and wall
+time. Cases:
+
+* ``t2-same``: the real T2 of ``sct_errsm30`` (60x55x52, 1 mm) moved through N random rigid
+  transforms (up to 10 deg about a random axis and 15 mm);
+* ``t2-contrast``: the same with an inverted non-linear contrast, noise and 1.3 mm voxels;
+* ``phantom``: the phantom's CT (own scanner frame) to its T2, a few seeds;
+* ``typical``: the phantom resampled to a typical study size, MRI 512x512x40 and CT
+  512x512x200 (one run; only our time is required to stay under 15 s on 2 cores).
+
+Pass = TRE below 1 mm and below half a voxel (cube edge) of the coarser image.
+
+Run: ``.venv/bin/pip install -r benchmarks/requirements.txt`` then
+``.venv/bin/python benchmarks/bench_registration.py [--n 20] [--no-elastix] [--no-typical]``.
+elastix is used with ``GetDefaultParameterMap("rigid")``, only ``WriteResultImage`` set to
+false (we do not resample either); both programs use all cores of the machine (2 on the
+reference machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
+
+from MESCCAnalyzerLib import registration as reg  # noqa: E402
+from MESCCAnalyzerLib.phantom import make_phantom  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- elastix
+
+
+class Elastix:
+    """itk-elastix with the default rigid parameter map (imported once, outside the timings)."""
+
+    def __init__(self):
+        import itk
+
+        self.itk = itk
+        params = itk.ParameterObject.New()
+        rigid = params.GetDefaultParameterMap("rigid")
+        rigid["WriteResultImage"] = ["false"]
+        params.AddParameterMap(rigid)
+        self.params = params
+
+    def to_itk(self, image: sitk.Image):
+        arr = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
+        out = self.itk.image_from_array(arr)
+        out.SetOrigin(image.GetOrigin())
+        out.SetSpacing(image.GetSpacing())
+        out.SetDirection(self.itk.matrix_from_array(np.array(image.GetDirection()).reshape(3, 3)))
+        return out
+
+    def register(self, fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Transform, float]:
+        f, m = self.to_itk(fixed), self.to_itk(moving)
+        t0 = time.perf_counter()
+        _result, tparams = self.itk.elastix_registration_method(f, m, parameter_object=self.params, log_to_console=False)
+        elapsed = time.perf_counter() - t0
+        pmap = tparams.GetParameterMap(tparams.GetNumberOfParameterMaps() - 1)
+        p = [float(v) for v in pmap["TransformParameters"]]
+        centre = [float(v) for v in pmap["CenterOfRotationPoint"]]
+        t = sitk.Euler3DTransform()
+        t.SetCenter(centre)
+        if "ComputeZYX" in pmap and pmap["ComputeZYX"][0] == "true":
+            t.SetComputeZYX(True)
+        t.SetRotation(*p[:3])
+        t.SetTranslation(p[3:6])
+        return t, elapsed
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def contrast_changed(image: sitk.Image, seed: int) -> sitk.Image:
+    a = sitk.GetArrayFromImage(image).astype(np.float64)
+    b = (1300.0 - a) ** 1.5 / 100.0 + np.random.default_rng(seed).normal(0.0, 5.0, a.shape)
+    out = sitk.GetImageFromArray(b.astype(np.float32))
+    out.CopyInformation(image)
+    return out
+
+
+def t2_cases(n: int, contrast: bool):
+    t2 = sitk.ReadImage(str(DATA / "sct_errsm30" / "t2.nii.gz"))
+    points = reg.mask_points_lps(sitk.Cast(t2 > 50, sitk.sitkUInt8))
+    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    rng = np.random.default_rng(3 if contrast else 1)
+    source = contrast_changed(t2, 2) if contrast else t2
+    for i in range(n):
+        truth = reg.random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
+        moving = reg.moved_copy(source, truth, spacing_mm=(1.3, 1.3, 1.3) if contrast else None, pad_mm=5.0)
+        yield f"{i}", t2, moving, truth, points
+
+
+def phantom_cases(seeds):
+    for seed in seeds:
+        st = make_phantom("2", seed)
+        points = reg.mask_points_lps(sitk.Cast(st.labels > 0, sitk.sitkUInt8))
+        yield f"seed {seed}", st.t2, st.ct, st.mri_to_ct, points
+
+
+def regrid(image: sitk.Image, size) -> sitk.Image:
+    """The same field of view on a finer grid of ``size`` voxels (linear interpolation)."""
+    extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    spacing = extent / np.array(size)
+    ref = sitk.Image([int(s) for s in size], sitk.sitkInt16)
+    ref.SetSpacing(tuple(spacing))
+    ref.SetDirection(image.GetDirection())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    ref.SetOrigin(tuple(np.array(image.GetOrigin()) + direction @ (0.5 * (spacing - np.array(image.GetSpacing())))))
+    low = float(sitk.MinimumMaximum(image)[0])
+    return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, low, sitk.sitkInt16)
+
+
+def typical_case():
+    st = make_phantom("2", 0)
+    points = reg.mask_points_lps(sitk.Cast(st.labels > 0, sitk.sitkUInt8))
+    mri = regrid(st.t2, (512, 512, 40))
+    ct = regrid(st.ct, (512, 512, 200))
+    yield "512x512x40 / 512x512x200", mri, ct, st.mri_to_ct, points
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def bound_mm(fixed, moving) -> float:
+    return min(1.0, 0.5 * max(reg.voxel_size_mm(fixed), reg.voxel_size_mm(moving)))
+
+
+def run_case(name, cases, elastix, rows, verbose):
+    results = []
+    for label, fixed, moving, truth, points in cases:
+        bound = bound_mm(fixed, moving)
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        try:
+            ours = reg.register(fixed, moving)
+            our_tre = reg.tre_mm(ours.transform, truth, points)
+        except Exception as exc:  # a failure counts as a miss, with its reason
+            our_tre = float("inf")
+            print(f"  {name} {label}: ours failed: {exc}", file=sys.stderr)
+        our_s = time.perf_counter() - t0
+        our_cpu = time.process_time() - c0
+        el_tre = el_s = float("nan")
+        if elastix is not None:
+            try:
+                t_el, el_s = elastix.register(fixed, moving)
+                el_tre = reg.tre_mm(t_el, truth, points)
+            except Exception as exc:
+                el_tre = float("inf")
+                print(f"  {name} {label}: elastix failed: {exc}", file=sys.stderr)
+        results.append((our_tre, el_tre, our_s, el_s, our_cpu, bound))
+        if verbose:
+            print(f"  {name:12s} {label:26s} ours {our_tre:7.3f} mm {our_s:6.2f} s | elastix {el_tre:7.3f} mm {el_s:6.2f} s | bound {bound:.3f}")
+    r = np.array(results, dtype=float)
+    rows.append(
+        {
+            "case": name,
+            "n": len(r),
+            "our_pass": float(np.mean(r[:, 0] < r[:, 5])),
+            "el_pass": float(np.mean(r[:, 1] < r[:, 5])) if elastix else float("nan"),
+            "our_tre": float(np.median(r[:, 0])),
+            "el_tre": float(np.median(r[:, 1])),
+            "our_max": float(np.max(r[:, 0])),
+            "el_max": float(np.max(r[:, 1])),
+            "our_s": float(np.mean(r[:, 2])),
+            "el_s": float(np.mean(r[:, 3])),
+            "our_cpu": float(np.mean(r[:, 4])),
+        }
+    )
+
+
+def print_table(rows):
+    head = f"{'case':14s} {'n':>3s} | {'our TRE med/max mm':>19s} {'pass':>5s} | {'elastix TRE med/max':>19s} {'pass':>5s} | {'our s':>6s} {'(cpu)':>6s} {'elastix s':>9s} {'ratio':>6s}"
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        ratio = row["our_s"] / row["el_s"] if row["el_s"] == row["el_s"] and row["el_s"] > 0 else float("nan")
+        print(
+            f"{row['case']:14s} {row['n']:3d} | {row['our_tre']:8.3f} / {row['our_max']:8.3f} {100 * row['our_pass']:4.0f}% | "
+            f"{row['el_tre']:8.3f} / {row['el_max']:8.3f} {100 * row['el_pass']:4.0f}% | "
+            f"{row['our_s']:6.2f} {row['our_cpu']:6.2f} {row['el_s']:9.2f} {ratio:6.2f}"
+        )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20, help="random perturbations per T2 case (default 20)")
+    parser.add_argument("--no-elastix", action="store_true", help="our registration only")
+    parser.add_argument("--no-typical", action="store_true", help="skip the typical-size case")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="phantom seeds")
+    parser.add_argument("--verbose", "-v", action="store_true", help="one line per registration")
+    args = parser.parse_args(argv)
+    elastix = None
+    if not args.no_elastix:
+        try:
+            elastix = Elastix()
+        except ImportError:
+            print("itk-elastix is not installed: pip install -r benchmarks/requirements.txt (or use --no-elastix)", file=sys.stderr)
+            return 2
+    print(f"cores: {os.cpu_count()}, SimpleITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}")
+    rows = []
+    run_case("t2-same", t2_cases(args.n, contrast=False), elastix, rows, args.verbose)
+    run_case("t2-contrast", t2_cases(args.n, contrast=True), elastix, rows, args.verbose)
+    run_case("phantom", phantom_cases(args.seeds), elastix, rows, args.verbose)
+    if not args.no_typical:
+        run_case("typical", typical_case(), elastix, rows, args.verbose)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
