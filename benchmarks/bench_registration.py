@@ -67,7 +67,9 @@ class Elastix:
     def register(self, fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Transform, float]:
         f, m = self.to_itk(fixed), self.to_itk(moving)
         t0 = time.perf_counter()
-        _result, tparams = self.itk.elastix_registration_method(f, m, parameter_object=self.params, log_to_console=False)
+        _result, tparams = self.itk.elastix_registration_method(
+            f, m, parameter_object=self.params, log_to_console=False
+        )
         elapsed = time.perf_counter() - t0
         pmap = tparams.GetParameterMap(tparams.GetNumberOfParameterMaps() - 1)
         p = [float(v) for v in pmap["TransformParameters"]]
@@ -100,7 +102,9 @@ def t2_cases(n: int, contrast: bool):
     source = contrast_changed(t2, 2) if contrast else t2
     for i in range(n):
         truth = reg.random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
-        moving = reg.moved_copy(source, truth, spacing_mm=(1.3, 1.3, 1.3) if contrast else None, pad_mm=5.0)
+        moving = reg.moved_copy(
+            source, truth, spacing_mm=(1.3, 1.3, 1.3) if contrast else None, pad_mm=5.0
+        )
         yield f"{i}", t2, moving, truth, points
 
 
@@ -119,7 +123,12 @@ def regrid(image: sitk.Image, size) -> sitk.Image:
     ref.SetSpacing(tuple(spacing))
     ref.SetDirection(image.GetDirection())
     direction = np.array(image.GetDirection()).reshape(3, 3)
-    ref.SetOrigin(tuple(np.array(image.GetOrigin()) + direction @ (0.5 * (spacing - np.array(image.GetSpacing())))))
+    ref.SetOrigin(
+        tuple(
+            np.array(image.GetOrigin())
+            + direction @ (0.5 * (spacing - np.array(image.GetSpacing())))
+        )
+    )
     low = float(sitk.MinimumMaximum(image)[0])
     return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, low, sitk.sitkInt16)
 
@@ -163,7 +172,9 @@ def run_case(name, cases, elastix, rows, verbose):
                 print(f"  {name} {label}: elastix failed: {exc}", file=sys.stderr)
         results.append((our_tre, el_tre, our_s, el_s, our_cpu, bound))
         if verbose:
-            print(f"  {name:12s} {label:26s} ours {our_tre:7.3f} mm {our_s:6.2f} s | elastix {el_tre:7.3f} mm {el_s:6.2f} s | bound {bound:.3f}")
+            print(
+                f"  {name:12s} {label:26s} ours {our_tre:7.3f} mm {our_s:6.2f} s | elastix {el_tre:7.3f} mm {el_s:6.2f} s | bound {bound:.3f}"
+            )
     r = np.array(results, dtype=float)
     rows.append(
         {
@@ -187,7 +198,11 @@ def print_table(rows):
     print(head)
     print("-" * len(head))
     for row in rows:
-        ratio = row["our_s"] / row["el_s"] if row["el_s"] == row["el_s"] and row["el_s"] > 0 else float("nan")
+        ratio = (
+            row["our_s"] / row["el_s"]
+            if row["el_s"] == row["el_s"] and row["el_s"] > 0
+            else float("nan")
+        )
         print(
             f"{row['case']:14s} {row['n']:3d} | {row['our_tre']:8.3f} / {row['our_max']:8.3f} {100 * row['our_pass']:4.0f}% | "
             f"{row['el_tre']:8.3f} / {row['el_max']:8.3f} {100 * row['el_pass']:4.0f}% | "
@@ -197,7 +212,9 @@ def print_table(rows):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=20, help="random perturbations per T2 case (default 20)")
+    parser.add_argument(
+        "--n", type=int, default=20, help="random perturbations per T2 case (default 20)"
+    )
     parser.add_argument("--no-elastix", action="store_true", help="our registration only")
     parser.add_argument("--no-typical", action="store_true", help="skip the typical-size case")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="phantom seeds")
@@ -208,9 +225,14 @@ def main(argv=None) -> int:
         try:
             elastix = Elastix()
         except ImportError:
-            print("itk-elastix is not installed: pip install -r benchmarks/requirements.txt (or use --no-elastix)", file=sys.stderr)
+            print(
+                "itk-elastix is not installed: pip install -r benchmarks/requirements.txt (or use --no-elastix)",
+                file=sys.stderr,
+            )
             return 2
-    print(f"cores: {os.cpu_count()}, SimpleITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}")
+    print(
+        f"cores: {os.cpu_count()}, SimpleITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}"
+    )
     rows = []
     run_case("t2-same", t2_cases(args.n, contrast=False), elastix, rows, args.verbose)
     run_case("t2-contrast", t2_cases(args.n, contrast=True), elastix, rows, args.verbose)

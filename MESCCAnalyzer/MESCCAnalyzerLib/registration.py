@@ -272,7 +272,9 @@ def sample_linear(image: sitk.Image, points_lps: np.ndarray) -> np.ndarray:
     arr = sitk.GetArrayViewFromImage(image)
     direction = np.array(image.GetDirection()).reshape(3, 3)
     spacing = np.array(image.GetSpacing())
-    ijk = (np.asarray(points_lps, float) - np.array(image.GetOrigin())) @ np.linalg.inv(direction * spacing).T
+    ijk = (np.asarray(points_lps, float) - np.array(image.GetOrigin())) @ np.linalg.inv(
+        direction * spacing
+    ).T
     size = np.array(image.GetSize())
     inside = np.all((ijk >= 0) & (ijk <= size - 1), axis=1)
     out = np.full(len(ijk), np.nan)
@@ -285,7 +287,11 @@ def sample_linear(image: sitk.Image, points_lps: np.ndarray) -> np.ndarray:
     for di in (0, 1):
         for dj in (0, 1):
             for dk in (0, 1):
-                w = (frac[:, 0] if di else 1 - frac[:, 0]) * (frac[:, 1] if dj else 1 - frac[:, 1]) * (frac[:, 2] if dk else 1 - frac[:, 2])
+                w = (
+                    (frac[:, 0] if di else 1 - frac[:, 0])
+                    * (frac[:, 1] if dj else 1 - frac[:, 1])
+                    * (frac[:, 2] if dk else 1 - frac[:, 2])
+                )
                 value += w * arr[base[:, 2] + dk, base[:, 1] + dj, base[:, 0] + di]
     out[inside] = value
     return out
@@ -300,7 +306,14 @@ def _histogram_mi(a: np.ndarray, b: np.ndarray, bins: int) -> float:
 
 
 def shared_information_nats(
-    fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, points_lps: np.ndarray, *, bins: int = 32, permutations: int = 5, seed: int = 0
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    transform: sitk.Transform,
+    points_lps: np.ndarray,
+    *,
+    bins: int = 32,
+    permutations: int = 5,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Mutual information (nat) of the fixed and moving intensities paired by ``transform``.
 
@@ -316,7 +329,9 @@ def shared_information_nats(
         return 0.0, 0.0
     mi = _histogram_mi(f, m, bins)
     rng = np.random.default_rng(seed)
-    chance = float(np.mean([_histogram_mi(f, rng.permutation(m), bins) for _ in range(permutations)]))
+    chance = float(
+        np.mean([_histogram_mi(f, rng.permutation(m), bins) for _ in range(permutations)])
+    )
     return mi, chance
 
 
@@ -418,7 +433,9 @@ def _build_pyramid(
         # Gaussian smoothing on top of the averaging shrink, done once here (not per run):
         # half the level's voxel size at coarse levels (wider capture range), and
         # final_smoothing_mm at full resolution (noise makes local optima there).
-        sigma = settings.smoothing_fraction * spacing if spacing > 0 else settings.final_smoothing_mm
+        sigma = (
+            settings.smoothing_fraction * spacing if spacing > 0 else settings.final_smoothing_mm
+        )
         if sigma > 0:
             f_l = sitk.SmoothingRecursiveGaussian(f_l, sigma)
             moving_l = sitk.SmoothingRecursiveGaussian(moving_l, sigma)
@@ -549,7 +566,11 @@ def _method(
     reg.MetricUseMovingImageGradientFilterOff()
     # first step: the level's voxel size at coarse levels (at least max_step_mm); at full
     # resolution only final_step_mm, since a large first step there can leave the right basin
-    step = settings.final_step_mm if level.spacing_mm <= 0 else max(settings.max_step_mm, level.spacing_mm)
+    step = (
+        settings.final_step_mm
+        if level.spacing_mm <= 0
+        else max(settings.max_step_mm, level.spacing_mm)
+    )
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
         minStep=settings.min_step_mm,
@@ -640,7 +661,9 @@ def _run_level(
     return report
 
 
-def _average_over_sample_sets(level, settings, iterations, transform, cancel) -> sitk.Euler3DTransform:
+def _average_over_sample_sets(
+    level, settings, iterations, transform, cancel
+) -> sitk.Euler3DTransform:
     """Re-optimise from ``transform`` on other random sample sets and average the parameters.
 
     With a fixed set of random samples the metric's optimum is displaced by the sampling noise
@@ -831,7 +854,12 @@ def register(
     # exceed what the same intensities give once their pairing is shuffled (chance level).
     # Excess over chance, measured: white noise against the real T2 0.001 nat, smoothed noise
     # 0.012; the real T1/T2 pair 0.107, the phantom's CT/T2 0.58. Threshold 0.05.
-    mi, mi_chance = shared_information_nats(levels[-1].fixed, levels[-1].moving, transform, _region_points(levels[-1].fixed, levels[-1].mask, 20000))
+    mi, mi_chance = shared_information_nats(
+        levels[-1].fixed,
+        levels[-1].moving,
+        transform,
+        _region_points(levels[-1].fixed, levels[-1].mask, 20000),
+    )
     if not np.isfinite(final_metric) or mi - mi_chance < settings.min_mutual_information:
         raise ComputationError(
             f"registration did not converge: the images share no structure at the end "
@@ -1001,7 +1029,9 @@ def moved_copy(
     """
     if default_value is None:
         arr = sitk.GetArrayViewFromImage(image)
-        border = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
+        border = np.concatenate(
+            [arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()]
+        )
         default_value = float(np.median(border))
     matrix, offset = _affine_of(fixed_to_moving)
     direction = np.array(image.GetDirection()).reshape(3, 3)
@@ -1018,5 +1048,10 @@ def moved_copy(
     ref.SetOrigin(tuple(map(float, new_origin)))
     # Resample's transform maps output (moving) points to input (fixed) points: T^-1.
     return sitk.Resample(
-        image, ref, fixed_to_moving.GetInverse(), sitk.sitkLinear, float(default_value), image.GetPixelID()
+        image,
+        ref,
+        fixed_to_moving.GetInverse(),
+        sitk.sitkLinear,
+        float(default_value),
+        image.GetPixelID(),
     )
