@@ -122,16 +122,22 @@ def test_real_t2_cord_from_three_axial_slices(shared_data):
     assert min(scores) >= 0.85
 
 
-def test_an_update_reuses_the_features_and_matches_a_fresh_run(phantoms):
+@pytest.mark.parametrize("label", [1, 3, 4])
+def test_an_update_resolves_only_around_the_new_stroke(phantoms, label):
     t2, pet, labels = phantoms["1c"]
     seeds = strokes_from_labels(labels, rng_seed=0)
     grower = SeedGrower([t2, pet], roi=None)
     grower.grow(seeds)
-    more = add_stroke(seeds, labels, 3, rng_seed=2)
+    region = grower.last_update_voxels
+    more = add_stroke(seeds, labels, label, rng_seed=2)
     updated = sitk.GetArrayFromImage(grower.grow(more))
     assert grower.feature_computations == 1  # the edge image was not recomputed
+    assert grower.last_update_voxels < 0.05 * region  # a small box around the stroke
     fresh = sitk.GetArrayFromImage(grow_from_seeds([t2, pet], more))
-    assert np.array_equal(updated, fresh)  # the update gives exactly the one-shot result
+    for value in (1, 2, 3, 4):
+        # the box's faces keep the previous labels, so a few boundary voxels may differ from a
+        # full re-run (measured Dice >= 0.978 on grades 1a, 2, 3); 0.97 leaves platform margin
+        assert dice(updated == value, fresh == value) >= 0.97
 
 
 def test_smoothing_keeps_labels_disjoint_and_close(phantoms):

@@ -22,7 +22,7 @@ Method (all heavy steps in SimpleITK's C++ filters):
    labels moves to the neighbouring label whose *local* mean in the first image (a
    Gaussian-weighted mean of that label's voxels within about a mm, ``mean_sigma_mm``) is
    closest to the voxel's value. This corrects the watershed's half-voxel bias on one-voxel
-   steps (real T2 cord Dice 0.848 -> 0.860 with the test's strokes) and moves a mass boundary
+   steps (real T2 cord Dice, worst of five stroke draws, 0.844 -> 0.856) and moves a mass boundary
    drawn by the blurred PET out to the sharper MRI edge (phantom grade 1a mass 0.865 -> 0.920).
    Seed voxels never change label.
 
@@ -61,6 +61,8 @@ class GrowParameters:
     channel_weights : weight of each image after range normalisation (default 1 for the
         first, 0.5 for each further image).
     refine_channels : how many leading images the refinement compares (default 1: the MRI).
+    update_margin_mm : an update re-solves the changed strokes' box grown by this much
+        (doubled until the change stays away from the box's faces).
     """
 
     edge_sigma_mm: float = 0.5
@@ -69,6 +71,7 @@ class GrowParameters:
     margin_mm: float = 15.0
     channel_weights: tuple[float, ...] | None = None
     refine_channels: int = 1
+    update_margin_mm: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def seed_box(seeds: sitk.Image, margin_mm: float) -> Box:
 
 _EDGE_LEVELS = 4095
 _FURTHER_CHANNEL_WEIGHT = 0.5
+_UPDATE_BORDER_VOXELS = 4  # an update's box: changes this close to a face enlarge the box
 _NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
 
 
@@ -245,7 +249,10 @@ class SeedGrower:
         self._channels: np.ndarray | None = None  # (C, k, j, i) float32, normalised
         self._edge: sitk.Image | None = None
         self._inside: np.ndarray | None = None  # ROI mask in the box (bool) or None
+        self._edge_levels: np.ndarray | None = None
+        self._state: dict | None = None  # previous seeds and labels, for local updates
         self.feature_computations = 0  # how many times step 1 ran (for tests and benchmarks)
+        self.last_update_voxels = 0  # voxels re-solved by the last grow() (whole region or a box)
 
     # -- step 1 --------------------------------------------------------------------------
     def _region_for(self, seeds: sitk.Image) -> Box:
@@ -295,6 +302,7 @@ class SeedGrower:
         top = float(np.percentile(edge, 99.9)) or 1.0
         levels = np.minimum(np.round(edge * (_EDGE_LEVELS / top)), _EDGE_LEVELS)
         levels = np.nan_to_num(levels, nan=0.0).astype(np.uint16)
+        self._edge_levels = levels
         self._edge = sitk.GetImageFromArray(levels)
         self._edge.CopyInformation(crop)
         self._channels = np.stack(channels)
@@ -302,6 +310,7 @@ class SeedGrower:
             (sitk.GetArrayViewFromImage(self.roi)[sl] != 0) if self.roi is not None else None
         )
         self._box = box
+        self._state = None
         self.feature_computations += 1
         progress(1.0, "features")
 
@@ -341,16 +350,24 @@ class SeedGrower:
         barrier = max(labels) + 1
         if self._inside is not None:
             markers[~self._inside] = barrier
-        marker_image = sitk.GetImageFromArray(markers)
-        marker_image.CopyInformation(self._edge)
-        flooded = sitk.MorphologicalWatershedFromMarkers(
-            self._edge, marker_image, markWatershedLine=False, fullyConnected=False
-        )
-        lab = sitk.GetArrayFromImage(flooded).astype(np.uint16)
+        lab = None
+        state = self._state
+        if state is not None and state["box"] == self._box and state["labels"] == labels:
+            lab = self._local_update(seeds_box, markers, labels, state)
+        if lab is None:
+            flood, lab = self._solve(markers, labels, (slice(None),) * 3)
+            self.last_update_voxels = lab.size
+        else:
+            flood, lab = lab
+        self._state = {
+            "box": self._box,
+            "labels": labels,
+            "seeds": seeds_box,
+            "flood": flood,
+            "lab": lab.copy(),
+        }
         check(cancel)
-        progress(0.7, "refining boundaries")
-        frozen = markers != 0
-        lab = self._refine(lab, labels, frozen)
+        progress(0.8, "finishing")
         if self._inside is not None:
             lab[~self._inside] = 0
         if smoothing_mm and smoothing_mm > 0:
@@ -367,12 +384,94 @@ class SeedGrower:
         progress(1.0, "done")
         return result
 
-    def _refine(self, lab: np.ndarray, labels: list[int], frozen: np.ndarray) -> np.ndarray:
+    def _solve(
+        self, markers: np.ndarray, labels: list[int], sub: tuple[slice, slice, slice]
+    ) -> np.ndarray:
+        """Steps 2-3 on the part ``sub`` of the cached region, from ``markers`` (same shape)."""
+        edge = sitk.GetImageFromArray(self._edge_levels[sub])
+        edge.SetSpacing(self._edge.GetSpacing())
+        marker_image = sitk.GetImageFromArray(markers)
+        marker_image.CopyInformation(edge)
+        flooded = sitk.MorphologicalWatershedFromMarkers(
+            edge, marker_image, markWatershedLine=False, fullyConnected=False
+        )
+        flood = sitk.GetArrayFromImage(flooded).astype(np.uint16)
+        feats = self._channels[: self.params.refine_channels or None][(slice(None), *sub)]
+        return flood, self._refine(flood.copy(), labels, markers != 0, feats)
+
+    def _local_update(self, seeds_box, markers, labels, state):
+        """Re-solve only a box around the strokes that changed since the previous run.
+
+        The box's faces keep the previous labels as fixed markers; the box doubles while any
+        label changes next to a face, and None (a full run) is returned when it would cover
+        the whole region. Returns the whole region's (flood, labels).
+        """
+        changed_seeds = seeds_box != state["seeds"]
+        if not changed_seeds.any():
+            self.last_update_voxels = 0
+            return state["flood"], state["lab"].copy()
+        shape = np.array(seeds_box.shape)
+        nz = np.nonzero(changed_seeds)
+        lo = np.array([v.min() for v in nz])
+        hi = np.array([v.max() + 1 for v in nz])
+        spacing_kji = np.array(self._edge.GetSpacing())[::-1]
+        margin = np.ceil(self.params.update_margin_mm / spacing_kji).astype(int)
+        border = _UPDATE_BORDER_VOXELS
+        while True:
+            a = np.maximum(lo - margin, 0)
+            b = np.minimum(hi + margin, shape)
+            if np.all(a == 0) and np.all(b == shape):
+                return None
+            sub = tuple(slice(int(x), int(y)) for x, y in zip(a, b, strict=True))
+            mk = markers[sub].copy()
+            prev_flood = state["flood"][sub]
+            face = np.zeros(mk.shape, dtype=bool)
+            near_face = np.zeros(mk.shape, dtype=bool)
+            for axis in range(3):
+                n = mk.shape[axis]
+                for fixed, plane, zone in (
+                    (a[axis] > 0, 0, slice(0, border)),
+                    (b[axis] < shape[axis], n - 1, slice(max(n - border, 0), n)),
+                ):
+                    if fixed:
+                        index = [slice(None)] * 3
+                        index[axis] = plane
+                        face[tuple(index)] = True
+                        index[axis] = zone
+                        near_face[tuple(index)] = True
+            fill = face & (mk == 0)
+            mk[fill] = prev_flood[fill]
+            flood_sub, lab_sub = self._solve(mk, labels, sub)
+            real = _changes_reaching(flood_sub != prev_flood, changed_seeds[sub])
+            if not np.any(real & near_face):
+                # changes not connected to the edited strokes are artefacts of the fixed faces
+                artefacts = (flood_sub != prev_flood) & ~real
+                if artefacts.any():
+                    flood_sub[artefacts] = prev_flood[artefacts]
+                    feats = self._channels[: self.params.refine_channels or None][
+                        (slice(None), *sub)
+                    ]
+                    lab_sub = self._refine(flood_sub.copy(), labels, mk != 0, feats)
+                # the refinement near the faces saw only part of its neighbourhood: keep the
+                # previous labels there
+                lab_sub[near_face] = state["lab"][sub][near_face]
+                flood = state["flood"].copy()
+                flood[sub] = flood_sub
+                lab = state["lab"].copy()
+                lab[sub] = lab_sub
+                self.last_update_voxels = int(lab_sub.size)
+                return flood, lab
+            margin = margin * 2
+
+    def _refine(
+        self, lab: np.ndarray, labels: list[int], frozen: np.ndarray, feats: np.ndarray
+    ) -> np.ndarray:
         """Move boundary voxels to the neighbouring label with the closest local mean."""
         if self.params.refine_passes <= 0:
             return lab
-        feats = self._channels[: self.params.refine_channels or None]
-        means, lookup = _local_means(feats, lab, labels, self._edge, self.params.mean_sigma_mm)
+        present = [v for v in labels if np.any(lab == v)]
+        means, lookup = _local_means(feats, lab, present, self._edge, self.params.mean_sigma_mm)
+        labels = present
         # label value -> row in ``means`` (labels outside ``labels``, e.g. the barrier: -1)
         index_of = np.full(int(lab.max()) + 2, -1, dtype=np.int64)
         index_of[labels] = np.arange(len(labels))
@@ -398,6 +497,17 @@ class SeedGrower:
             flat = lab.ravel()
             flat[band[moved]] = best[moved]
         return lab
+
+
+def _changes_reaching(changed: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """The voxels of ``changed`` connected (26-neighbours) to an ``edited`` seed voxel."""
+    mask = changed | edited
+    if not mask.any():
+        return changed
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(image, True))
+    keep = np.unique(components[edited])
+    return changed & np.isin(components, keep[keep > 0])
 
 
 def _boundary(lab: np.ndarray, frozen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
