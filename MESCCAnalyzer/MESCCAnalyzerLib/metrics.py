@@ -20,7 +20,6 @@ import SimpleITK as sitk
 import vtk
 
 from . import (
-    LABEL_BONE,
     LABEL_CORD,
     LABEL_CSF,
     LABEL_MASS,
@@ -417,7 +416,6 @@ def _jsonable(value):
 
 
 __all__ = [
-    "LABEL_BONE",
     "MetricsResult",
     "compute_metrics",
     "read_labels",
