@@ -680,3 +680,26 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, dtype=bool)
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def load_seeds(path, reference: sitk.Image) -> sitk.Image:
+    """Seeds from a file: a labelmap on ``reference``'s grid, or a Slicer ``.mrk.json``
+    point list whose points carry their label as description (see :func:`points_to_seeds`).
+    """
+    from .study import load_image
+
+    if str(path).endswith(".json"):
+        from .markups import read_markups_points
+
+        return points_to_seeds(reference, read_markups_points(path), source=path)
+    seeds = load_image(path)
+    arr = sitk.GetArrayViewFromImage(seeds)
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise InputError(
+            "the seed labelmap holds non-integer values",
+            path=path,
+            hint="save the seeds as a labelmap",
+        )
+    if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+        raise InputError("seed labels must lie between 0 and 65535", path=path)
+    return seeds
