@@ -186,3 +186,28 @@ def test_models_are_written_in_lps_and_slicer_places_them(tmp_path):
     # Slicer converted LPS to RAS on reading: x and y negated (float32 in the file).
     np.testing.assert_allclose(ras, surfaces.points_lps(poly) * np.array([-1, -1, 1]), atol=1e-3)
     assert node.GetPolyData().GetPointData().GetArray("DistanceToCord_mm") is not None
+
+
+def test_fast_distance_arrays_agree_with_exact_distances():
+    """distances_to_mask_surface: exact below 4 mm and for the minimum, distance map to 12 mm
+    (within a voxel), sampled vertices beyond (within 1.5 mm)."""
+    h = 0.5
+    box = (18.0, 10.0, 10.0)
+    big = voxelize(sphere((-8.0, 0, 0), 7.0), (h, h, h), (0, 0, 0), box)
+    other = voxelize(sphere((8.0, 0.3, -0.2), 7.0), (h, h, h), (0, 0, 0), box)
+    s_big = surfaces.mask_surface(big)
+    s_other = surfaces.mask_surface(other)
+    pts = surfaces.points_lps(s_other)
+    exact = np.clip(surfaces.distance_to_surface(pts, s_big), 0, None)
+    fast = surfaces.distances_to_mask_surface(pts, big, s_big)
+    assert fast.min() == pytest.approx(exact.min(), abs=1e-9)
+    assert exact.min() == pytest.approx(2.0, abs=h)  # 16 - 7 - 7
+    near = exact < 3.5
+    assert near.any()
+    np.testing.assert_allclose(fast[near], exact[near], atol=1e-9)
+    mid = (exact >= 4.0) & (exact < 12.0)
+    assert mid.any()
+    np.testing.assert_allclose(fast[mid], exact[mid], atol=h)
+    far = exact >= 12.5
+    assert far.any()
+    np.testing.assert_allclose(fast[far], exact[far], atol=1.5)

@@ -222,6 +222,88 @@ def _perpendicular_extent(points: np.ndarray, line: Centerline) -> float:
     return float(perp.max())
 
 
+@dataclass
+class _Window:
+    """A square sampling grid on a section plane: ``n`` x ``n`` pixels of ``pixel`` mm."""
+
+    n: int
+    pixel: float
+
+    @property
+    def half(self) -> float:
+        return (self.n - 1) / 2 * self.pixel
+
+    def corner(self, c, el, ea) -> np.ndarray:
+        return c - self.half * el - self.half * ea
+
+    def to_lps(self, c, el, ea, i, j) -> np.ndarray:
+        """LPS point of the fractional pixel (i along e_lr, j along e_ap)."""
+        return self.corner(c, el, ea) + self.pixel * (i * el + j * ea)
+
+
+class _ImageBox:
+    """Whether LPS points lie inside an image's scanned volume (voxel edges included)."""
+
+    def __init__(self, image: sitk.Image):
+        m = (
+            np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+            * np.asarray(image.GetSpacing())[None, :]
+        )
+        self.inv = np.linalg.inv(m)
+        self.origin = np.asarray(image.GetOrigin(), dtype=np.float64)
+        self.size = np.asarray(image.GetSize(), dtype=np.float64)
+
+    def contains(self, points: np.ndarray) -> bool:
+        idx = (np.asarray(points) - self.origin) @ self.inv.T
+        return bool(np.all(idx >= -0.5) and np.all(idx <= self.size - 0.5))
+
+
+def _centroid(f: np.ndarray) -> tuple[float, float]:
+    """(i, j) centroid of a 2D mask indexed [j, i]."""
+    total = f.sum()
+    return float(f.sum(axis=0) @ np.arange(f.shape[1]) / total), float(
+        f.sum(axis=1) @ np.arange(f.shape[0]) / total
+    )
+
+
+def _measure_section(
+    fc, fs, fm, win: _Window, c, el, ea, strip_mm: float, box: _ImageBox, margin_mm: float
+) -> dict:
+    """Areas, centroids, diameters, mass contact angles and validity of one section."""
+    sac = fc + fs
+    area = win.pixel * win.pixel
+    r = {"cord_csa": fc.sum() * area, "sac_csa": sac.sum() * area, "csf": fs.sum() * area}
+    if r["cord_csa"] > 0:
+        ci, cj = _centroid(fc)
+        r["cord_c"] = win.to_lps(c, el, ea, ci, cj)
+        r["cord_ap"], r["cord_tr"] = _chords(fc, ci, cj, win.pixel, strip_mm)
+    inside = False
+    if r["sac_csa"] > 0:
+        si, sj = _centroid(sac)
+        r["sac_c"] = win.to_lps(c, el, ea, si, sj)
+        r["sac_ap"], r["sac_tr"] = _chords(sac, si, sj, win.pixel, strip_mm)
+        if fm is not None and fm.max() >= 0.5:
+            r["touch"] = _touch_angles(sac, fm, si, sj, win.pixel, strip_mm)
+        # The sac's outline plus a margin must lie inside the scanned volume.
+        rows = np.nonzero(sac.max(axis=1) > 1e-3)[0]
+        cols = np.nonzero(sac.max(axis=0) > 1e-3)[0]
+        pad = margin_mm / win.pixel
+        corners = [
+            win.to_lps(c, el, ea, i, j)
+            for i in (cols[0] - pad, cols[-1] + pad)
+            for j in (rows[0] - pad, rows[-1] + pad)
+        ]
+        inside = box.contains(np.array(corners))
+    # The cord must not touch the window's edge (it would be cut).
+    edge = (
+        max(fc[0].max(), fc[-1].max(), fc[:, 0].max(), fc[:, -1].max())
+        if r["cord_csa"] > 0
+        else 1.0
+    )
+    r["valid"] = inside and r["cord_csa"] > 0 and edge < 1e-3
+    return r
+
+
 def measure_sections(
     labels: sitk.Image,
     line: Centerline,
@@ -249,97 +331,68 @@ def measure_sections(
     strip_mm = float(spacing.min())
     sac_pts = voxel_points_lps(labels, (arr == cord_label) | (arr == csf_label))
     half_width = _perpendicular_extent(sac_pts, line) + 2.0 * float(spacing.max()) + 2.0
-    n = int(np.ceil(2 * half_width / pixel_mm)) + 1
-    half = (n - 1) / 2 * pixel_mm
-
-    sampler = _LabelSampler(labels, (cord_label, csf_label, mass_label))
-    has_mass = bool((arr == mass_label).any())
+    fine = _Window(int(np.ceil(2 * half_width / pixel_mm)) + 1, pixel_mm)
+    # The mass's area is read on a coarser window wide enough for the whole mass.
     mass_pts = voxel_points_lps(labels, arr == mass_label)
     mass_half = min(
         60.0, max(half_width, _perpendicular_extent(mass_pts, line) + 2.0 * float(spacing.max()))
     )
-    coarse_px = float(max(pixel_mm, spacing.min()))
-    n_c = int(np.ceil(2 * mass_half / coarse_px)) + 1
-    half_c = (n_c - 1) / 2 * coarse_px
-
-    extent_img = full_extent if full_extent is not None else labels
-    inv = np.linalg.inv(
-        np.asarray(extent_img.GetDirection(), dtype=np.float64).reshape(3, 3)
-        * np.asarray(extent_img.GetSpacing())[None, :]
+    coarse = _Window(
+        int(np.ceil(2 * mass_half / max(pixel_mm, spacing.min()))) + 1,
+        float(max(pixel_mm, spacing.min())),
     )
-    ext_origin = np.asarray(extent_img.GetOrigin(), dtype=np.float64)
-    ext_size = np.asarray(extent_img.GetSize(), dtype=np.float64)
+    sampler = _LabelSampler(labels, (cord_label, csf_label, mass_label))
+    box = _ImageBox(full_extent if full_extent is not None else labels)
 
     lr, ap = section_axes(line.tangents_lps)
     count = len(line.arc_mm)
-    nan = np.full(count, np.nan)
-    out = {
-        k: nan.copy()
-        for k in ("cord_csa", "cord_ap", "cord_tr", "sac_csa", "sac_ap", "sac_tr", "csf", "mass")
+    near_mass = np.zeros(count, dtype=bool)
+    if len(mass_pts):
+        par = line.param_of(mass_pts)
+        near_mass = (line.axis_param_mm >= par.min() - mass_half) & (
+            line.axis_param_mm <= par.max() + mass_half
+        )
+    cols = {
+        k: np.full(count, np.nan)
+        for k in ("cord_csa", "cord_ap", "cord_tr", "sac_csa", "sac_ap", "sac_tr", "csf")
     }
-    cord_c = np.full((count, 3), np.nan)
-    sac_c = np.full((count, 3), np.nan)
+    cols["mass"] = np.zeros(count)
+    cents = {k: np.full((count, 3), np.nan) for k in ("cord_c", "sac_c")}
     touch = np.zeros((count, int(360 / ANGLE_STEP_DEG)), dtype=bool)
     valid = np.zeros(count, dtype=bool)
-    pixel_area = pixel_mm * pixel_mm
-    jj, ii = np.mgrid[0:n, 0:n]
-    if len(mass_pts):
-        mass_par = line.param_of(mass_pts)
-        near_mass = (line.axis_param_mm >= mass_par.min() - mass_half) & (
-            line.axis_param_mm <= mass_par.max() + mass_half
-        )
-    else:
-        near_mass = np.zeros(count, dtype=bool)
     for s in range(count):
         if s % 8 == 0:
             check(cancel)
             progress(s / count, f"section {s + 1}/{count}")
         c, el, ea = line.points_lps[s], lr[s], ap[s]
         wanted = (cord_label, csf_label, mass_label) if near_mass[s] else (cord_label, csf_label)
-        fc, fs, *rest = sampler.plane(c - half * el - half * ea, el, ea, n, pixel_mm, wanted)
-        fm = rest[0] if rest else None
-        sac = fc + fs
-        a_c = fc.sum() * pixel_area
-        a_s = sac.sum() * pixel_area
-        out["cord_csa"][s], out["sac_csa"][s], out["csf"][s] = a_c, a_s, fs.sum() * pixel_area
-        if a_c > 0:
-            ci, cj = (fc * ii).sum() / fc.sum(), (fc * jj).sum() / fc.sum()
-            cord_c[s] = c - half * el - half * ea + pixel_mm * (ci * el + cj * ea)
-            out["cord_ap"][s], out["cord_tr"][s] = _chords(fc, ci, cj, pixel_mm, strip_mm)
-        if a_s > 0:
-            si, sj = (sac * ii).sum() / sac.sum(), (sac * jj).sum() / sac.sum()
-            sac_c[s] = c - half * el - half * ea + pixel_mm * (si * el + sj * ea)
-            out["sac_ap"][s], out["sac_tr"][s] = _chords(sac, si, sj, pixel_mm, strip_mm)
-            if fm is not None and fm.max() >= 0.5:
-                touch[s] = _touch_angles(sac, fm, si, sj, pixel_mm, strip_mm)
-        if has_mass and near_mass[s]:
+        fc, fs, *rest = sampler.plane(fine.corner(c, el, ea), el, ea, fine.n, fine.pixel, wanted)
+        r = _measure_section(
+            fc,
+            fs,
+            rest[0] if rest else None,
+            fine,
+            c,
+            el,
+            ea,
+            strip_mm,
+            box,
+            0.5 * float(spacing.min()),
+        )
+        for k, v in r.items():
+            if k in cols:
+                cols[k][s] = v
+            elif k in cents:
+                cents[k][s] = v
+        touch[s] = r.get("touch", False)
+        valid[s] = r["valid"]
+        if near_mass[s]:
             (m,) = sampler.plane(
-                c - half_c * el - half_c * ea, el, ea, n_c, coarse_px, (mass_label,)
+                coarse.corner(c, el, ea), el, ea, coarse.n, coarse.pixel, (mass_label,)
             )
-            out["mass"][s] = float(m.sum()) * coarse_px * coarse_px
-        else:
-            out["mass"][s] = 0.0
-        # The cord must not touch the window's edge (it would be cut), and the sac's outline
-        # plus half a voxel must lie inside the scanned volume (not cut by the image border).
-        edge = max(fc[0].max(), fc[-1].max(), fc[:, 0].max(), fc[:, -1].max()) if a_c > 0 else 1.0
-        inside = False
-        if a_s > 0:
-            rows = np.nonzero(sac.max(axis=1) > 1e-3)[0]
-            cols = np.nonzero(sac.max(axis=0) > 1e-3)[0]
-            pad = 0.5 * float(spacing.min()) / pixel_mm
-            box = [
-                (i, j)
-                for i in (cols[0] - pad, cols[-1] + pad)
-                for j in (rows[0] - pad, rows[-1] + pad)
-            ]
-            corners = np.array(
-                [c - half * el - half * ea + pixel_mm * (i * el + j * ea) for i, j in box]
-            )
-            idx = (corners - ext_origin) @ inv.T
-            inside = bool(np.all(idx >= -0.5) and np.all(idx <= ext_size - 0.5))
-        valid[s] = inside and a_c > 0 and edge < 1e-3
+            cols["mass"][s] = float(m.sum()) * coarse.pixel**2
     progress(1.0, "sections done")
-    _trim_ends(valid, out["cord_csa"])
+    _trim_ends(valid, cols["cord_csa"])
     return Sections(
         arc_mm=line.arc_mm.copy(),
         centre_lps=line.points_lps.copy(),
@@ -347,19 +400,19 @@ def measure_sections(
         e_lr=lr,
         e_ap=ap,
         valid=valid,
-        cord_csa_mm2=out["cord_csa"],
-        cord_ap_mm=out["cord_ap"],
-        cord_transverse_mm=out["cord_tr"],
-        cord_centroid_lps=cord_c,
-        sac_csa_mm2=out["sac_csa"],
-        sac_ap_mm=out["sac_ap"],
-        sac_transverse_mm=out["sac_tr"],
-        sac_centroid_lps=sac_c,
-        csf_area_mm2=out["csf"],
-        mass_area_mm2=out["mass"],
+        cord_csa_mm2=cols["cord_csa"],
+        cord_ap_mm=cols["cord_ap"],
+        cord_transverse_mm=cols["cord_tr"],
+        cord_centroid_lps=cents["cord_c"],
+        sac_csa_mm2=cols["sac_csa"],
+        sac_ap_mm=cols["sac_ap"],
+        sac_transverse_mm=cols["sac_tr"],
+        sac_centroid_lps=cents["sac_c"],
+        csf_area_mm2=cols["csf"],
+        mass_area_mm2=cols["mass"],
         mass_touch_deg=touch,
         pixel_mm=pixel_mm,
-        half_width_mm=half,
+        half_width_mm=fine.half,
     )
 
 

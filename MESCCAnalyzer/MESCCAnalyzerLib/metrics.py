@@ -163,6 +163,115 @@ def _mask(labels: sitk.Image, values) -> sitk.Image:
     return img
 
 
+class _Stages:
+    """Times named stages, reports them to an optional ``timer`` and checks ``cancel``."""
+
+    def __init__(self, timer, cancel):
+        import time
+
+        self._clock = time.perf_counter
+        self.timer, self.cancel = timer, cancel
+        self.timings: dict[str, float] = {}
+        self.name, self.t0 = None, 0.0
+
+    def __call__(self, name: str) -> None:
+        now = self._clock()
+        if self.name is not None:
+            self.timings[self.name] = now - self.t0
+        self.name, self.t0 = name, now
+        if self.timer is not None and name != "done":
+            self.timer(name)
+        check(self.cancel)
+
+
+def _mass_arc_range(crop: sitk.Image, line: Centerline) -> tuple[float, float]:
+    """Arc-length range (mm) of the mass along the centreline: voxel centres +- half a voxel."""
+    arr = sitk.GetArrayViewFromImage(crop)
+    spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(crop.GetDirection(), dtype=np.float64).reshape(3, 3)
+    voxel_along = float(np.abs(line.axis_direction_lps @ (direction * spacing[None, :])).sum())
+    par = line.param_of(voxel_points_lps(crop, arr == LABEL_MASS))
+    return _arc_at(line, float(par.min()) - voxel_along / 2), _arc_at(
+        line, float(par.max()) + voxel_along / 2
+    )
+
+
+@dataclass
+class _Contact:
+    mass_cord_gap_mm: float
+    mass_sac_gap_mm: float
+    cord_adjacent: bool
+    sac_adjacent: bool
+    contact_area_mm2: float
+
+
+def _distances_and_contact(crop, masks: dict, models: dict, voxel_mm: float) -> _Contact:
+    """Distance arrays on the mass and cord models, gaps (0 when voxels touch), contact area."""
+    mass_pts = surfaces.points_lps(models["mass"])
+    mass_to_cord = surfaces.distances_to_mask_surface(mass_pts, masks["cord"], models["cord"])
+    cord_to_mass = surfaces.distances_to_mask_surface(
+        surfaces.points_lps(models["cord"]), masks["mass"], models["mass"]
+    )
+    surfaces.add_point_array(models["mass"], DISTANCE_TO_CORD, mass_to_cord)
+    surfaces.add_point_array(models["cord"], DISTANCE_TO_MASS, cord_to_mass)
+    mass_to_sac = surfaces.distances_to_mask_surface(mass_pts, masks["sac"], models["sac"])
+    arr = sitk.GetArrayViewFromImage(crop)
+    cord_bool = arr == LABEL_CORD
+    mass_bool = arr == LABEL_MASS
+    cord_adjacent = bilsky.touching(mass_bool, cord_bool)
+    sac_adjacent = bilsky.touching(mass_bool, cord_bool | (arr == LABEL_CSF))
+    cord_gap = 0.0 if cord_adjacent else float(min(mass_to_cord.min(), cord_to_mass.min()))
+    sac_gap = 0.0 if sac_adjacent else float(max(0.0, mass_to_sac.min()))
+    touching = cord_adjacent or cord_gap < voxel_mm
+    area = (
+        surfaces.area_within_mm2(models["cord"], cord_to_mass, 0.5 * voxel_mm) if touching else 0.0
+    )
+    return _Contact(cord_gap, sac_gap, cord_adjacent, sac_adjacent, float(area))
+
+
+def _bilsky_facts(crop, contact: _Contact, v: dict, voxel_mm: float) -> bilsky.BilskyFacts:
+    free_fraction, _ = bilsky.bone_free_paths(crop)
+    return bilsky.BilskyFacts(
+        voxel_mm=voxel_mm,
+        mass_sac_gap_mm=contact.mass_sac_gap_mm,
+        bone_free_path_fraction=free_fraction,
+        mass_touches_sac=bool(contact.sac_adjacent or contact.mass_sac_gap_mm < voxel_mm),
+        sac_narrowing_mm=max(v["sac_ap_loss_mm"], v["sac_transverse_loss_mm"]),
+        mass_touches_cord=bool(contact.cord_adjacent or contact.mass_cord_gap_mm < voxel_mm),
+        mass_cord_gap_mm=contact.mass_cord_gap_mm,
+        cord_contact_subvoxel=bool(
+            not contact.cord_adjacent and contact.mass_cord_gap_mm < voxel_mm
+        ),
+        mscc_percent=v["mscc_percent"],
+        cord_csa_ratio=v["cord_csa_ratio"],
+        csf_area_worst_mm2=v["csf_area_worst_mm2"],
+        csf_fraction_worst=v["csf_fraction_worst"],
+    )
+
+
+_FROM_COMPRESSION = (
+    "cord_min_csa_mm2",
+    "cord_reference_csa_mm2",
+    "cord_csa_ratio",
+    "cord_ap_worst_mm",
+    "cord_ap_reference_mm",
+    "cord_transverse_worst_mm",
+    "mscc_percent",
+    "sac_ap_worst_mm",
+    "sac_ap_reference_mm",
+    "mcc_percent",
+    "sac_csa_worst_mm2",
+    "sac_reference_csa_mm2",
+    "canal_compromise_percent",
+    "compression_ratio_min",
+    "compression_ratio_reference",
+    "cord_canal_area_ratio_min",
+    "cord_canal_area_ratio_worst",
+    "csf_area_worst_mm2",
+    "cord_displacement_mm",
+)
+
+
 def compute_metrics(
     labels: sitk.Image,
     pet: sitk.Image | None = None,
@@ -178,36 +287,27 @@ def compute_metrics(
     ``timer``: optional ``timer(stage_name)`` called as each stage starts (the CLI's
     ``term.stage``); stage times are also returned in ``timings_s``.
     """
-    import time
-
     progress = progress or no_progress
     validate_labels(labels, pet=pet)
     surfaces.enable_threads()
-    timings: dict[str, float] = {}
-    state = {"name": None, "t0": 0.0}
-
-    def stage(name: str) -> None:
-        now = time.perf_counter()
-        if state["name"] is not None:
-            timings[state["name"]] = now - state["t0"]
-        state["name"], state["t0"] = name, now
-        if timer is not None and name != "done":
-            timer(name)
-        check(cancel)
+    stage = _Stages(timer, cancel)
 
     stage("crop")
     labels_u8 = (
         sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels
     )
     crop = _crop(labels_u8)
-    arr = sitk.GetArrayViewFromImage(crop)
     spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)
     voxel_mm = float(spacing.min())
+    masks = {
+        "cord": _mask(crop, [LABEL_CORD]),
+        "sac": _mask(crop, [LABEL_CORD, LABEL_CSF]),
+        "mass": _mask(crop, [LABEL_MASS]),
+    }
     progress(0.02, "centreline")
 
     stage("centreline")
-    cord_mask = _mask(crop, [LABEL_CORD])
-    line = fit_centerline(cord_mask, step_mm=section_step_mm)
+    line = fit_centerline(masks["cord"], step_mm=section_step_mm)
 
     stage("sections")
     sections = compression.measure_sections(
@@ -222,74 +322,25 @@ def compute_metrics(
             "no cross-section of the cord lies fully inside the image",
             hint="check the cord label and the field of view",
         )
-    mass_pts = voxel_points_lps(crop, arr == LABEL_MASS)
-    direction = np.asarray(crop.GetDirection(), dtype=np.float64).reshape(3, 3)
-    voxel_along = float(
-        np.abs(line.axis_direction_lps @ (direction * spacing[None, :])).sum()
-    )  # one voxel's extent along the axis
-    par = line.param_of(mass_pts)
-    p_lo, p_hi = float(par.min()) - voxel_along / 2, float(par.max()) + voxel_along / 2
-    arc_lo, arc_hi = _arc_at(line, p_lo), _arc_at(line, p_hi)
+    arc_lo, arc_hi = _mass_arc_range(crop, line)
     comp = compression.compression_measures(sections, (arc_lo, arc_hi), resolution_mm=voxel_mm)
-    circ_deg, sectors = compression.circumferential_extent(
-        sections,
-        np.nonzero(sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi))[0],
-    )
+    in_mass = np.nonzero(
+        sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi)
+    )[0]
+    circ_deg, sectors = compression.circumferential_extent(sections, in_mass)
     progress(0.6, "surfaces")
 
     stage("surfaces")
-    cord_surf = surfaces.mask_surface(cord_mask)
-    sac_surf = surfaces.mask_surface(_mask(crop, [LABEL_CORD, LABEL_CSF]))
-    mass_mask = _mask(crop, [LABEL_MASS])
-    mass_surf = surfaces.mask_surface(mass_mask)
+    models = {key: surfaces.mask_surface(mask) for key, mask in masks.items()}
     progress(0.75, "distances")
 
     stage("distances")
-    sac_mask = _mask(crop, [LABEL_CORD, LABEL_CSF])
-    mass_pts = surfaces.points_lps(mass_surf)
-    mass_to_cord = surfaces.distances_to_mask_surface(mass_pts, cord_mask, cord_surf)
-    cord_to_mass = surfaces.distances_to_mask_surface(
-        surfaces.points_lps(cord_surf), mass_mask, mass_surf
-    )
-    d_cm = surfaces.SurfaceDistances(
-        mass_to_cord, cord_to_mass, float(min(mass_to_cord.min(), cord_to_mass.min()))
-    )
-    surfaces.add_point_array(mass_surf, DISTANCE_TO_CORD, d_cm.a_to_b_mm)
-    surfaces.add_point_array(cord_surf, DISTANCE_TO_MASS, d_cm.b_to_a_mm)
-    d_ms = surfaces.distances_to_mask_surface(mass_pts, sac_mask, sac_surf)
-    mass_sac_surface_gap = float(max(0.0, d_ms.min()))
-    cord_bool = arr == LABEL_CORD
-    sac_bool = cord_bool | (arr == LABEL_CSF)
-    mass_bool = arr == LABEL_MASS
-    cord_adjacent = bilsky.touching(mass_bool, cord_bool)
-    sac_adjacent = bilsky.touching(mass_bool, sac_bool)
-    mass_cord_gap = 0.0 if cord_adjacent else d_cm.min_mm
-    mass_sac_gap = 0.0 if sac_adjacent else mass_sac_surface_gap
-    contact_tol = 0.5 * voxel_mm
-    contact_area = (
-        surfaces.area_within_mm2(cord_surf, d_cm.b_to_a_mm, contact_tol)
-        if (cord_adjacent or mass_cord_gap < voxel_mm)
-        else 0.0
-    )
+    contact = _distances_and_contact(crop, masks, models, voxel_mm)
     progress(0.85, "Bilsky grade")
 
     stage("bilsky")
-    free_fraction, _ = bilsky.bone_free_paths(crop)
     v = comp.values
-    facts = bilsky.BilskyFacts(
-        voxel_mm=voxel_mm,
-        mass_sac_gap_mm=mass_sac_gap,
-        bone_free_path_fraction=free_fraction,
-        mass_touches_sac=bool(sac_adjacent or mass_sac_gap < voxel_mm),
-        sac_narrowing_mm=max(v["sac_ap_loss_mm"], v["sac_transverse_loss_mm"]),
-        mass_touches_cord=bool(cord_adjacent or mass_cord_gap < voxel_mm),
-        mass_cord_gap_mm=mass_cord_gap,
-        cord_contact_subvoxel=bool(not cord_adjacent and mass_cord_gap < voxel_mm),
-        mscc_percent=v["mscc_percent"],
-        cord_csa_ratio=v["cord_csa_ratio"],
-        csf_area_worst_mm2=v["csf_area_worst_mm2"],
-        csf_fraction_worst=v["csf_fraction_worst"],
-    )
+    facts = _bilsky_facts(crop, contact, v, voxel_mm)
     grade, reason = bilsky.grade(facts)
 
     uptake_values = {}
@@ -298,35 +349,18 @@ def compute_metrics(
         uptake_values = uptake.uptake_metrics(pet, _mask(labels_u8, [LABEL_MASS]))
     stage("done")
 
+    mass_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(masks["mass"])))
     metrics = {
-        "mass_volume_ml": surfaces.surface_volume_mm3(mass_surf) / 1000.0,
-        "mass_voxel_volume_ml": float(mass_bool.sum() * np.prod(spacing)) / 1000.0,
-        "mass_surface_area_mm2": surfaces.surface_area_mm2(mass_surf),
+        "mass_volume_ml": surfaces.surface_volume_mm3(models["mass"]) / 1000.0,
+        "mass_voxel_volume_ml": mass_voxels * float(np.prod(spacing)) / 1000.0,
+        "mass_surface_area_mm2": surfaces.surface_area_mm2(models["mass"]),
         "mass_craniocaudal_extent_mm": float(arc_hi - arc_lo),
         "mass_circumferential_extent_deg": circ_deg,
         "mass_circumferential_sectors": sectors,
-        "cord_min_csa_mm2": v["cord_min_csa_mm2"],
-        "cord_reference_csa_mm2": v["cord_reference_csa_mm2"],
-        "cord_csa_ratio": v["cord_csa_ratio"],
-        "cord_ap_worst_mm": v["cord_ap_worst_mm"],
-        "cord_ap_reference_mm": v["cord_ap_reference_mm"],
-        "cord_transverse_worst_mm": v["cord_transverse_worst_mm"],
-        "mscc_percent": v["mscc_percent"],
-        "sac_ap_worst_mm": v["sac_ap_worst_mm"],
-        "sac_ap_reference_mm": v["sac_ap_reference_mm"],
-        "mcc_percent": v["mcc_percent"],
-        "sac_csa_worst_mm2": v["sac_csa_worst_mm2"],
-        "sac_reference_csa_mm2": v["sac_reference_csa_mm2"],
-        "canal_compromise_percent": v["canal_compromise_percent"],
-        "compression_ratio_min": v["compression_ratio_min"],
-        "compression_ratio_reference": v["compression_ratio_reference"],
-        "cord_canal_area_ratio_min": v["cord_canal_area_ratio_min"],
-        "cord_canal_area_ratio_worst": v["cord_canal_area_ratio_worst"],
-        "csf_area_worst_mm2": v["csf_area_worst_mm2"],
-        "cord_displacement_mm": v["cord_displacement_mm"],
-        "mass_cord_min_distance_mm": float(mass_cord_gap),
-        "mass_cord_contact_area_mm2": float(contact_area),
-        "mass_sac_min_distance_mm": float(mass_sac_gap),
+        **{k: v[k] for k in _FROM_COMPRESSION},
+        "mass_cord_min_distance_mm": contact.mass_cord_gap_mm,
+        "mass_cord_contact_area_mm2": contact.contact_area_mm2,
+        "mass_sac_min_distance_mm": contact.mass_sac_gap_mm,
         "bilsky_grade": grade,
         "bilsky_reason": reason,
         "bilsky_facts": facts.as_dict(),
@@ -343,21 +377,23 @@ def compute_metrics(
         "voxel_spacing_mm": [float(s) for s in labels.GetSpacing()],
         "coordinate_system": "LPS",
     }
-    metrics.update(
-        {k: uptake_values[k] for k in ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")}
-        if uptake_values
-        else {}
-    )
     if uptake_values:
-        metrics["suv_peak_centre_lps_mm"] = uptake_values["suv_peak_centre_lps_mm"]
-    models = {
-        "cord": cord_surf,
-        "sac": sac_surf,
-        "mass": mass_surf,
-        "centerline": _centerline_poly(line, sections),
-    }
+        metrics.update(
+            {
+                k: uptake_values[k]
+                for k in (
+                    "suv_max",
+                    "suv_peak",
+                    "suv_mean",
+                    "mtv_ml",
+                    "tlg",
+                    "suv_peak_centre_lps_mm",
+                )
+            }
+        )
+    models["centerline"] = _centerline_poly(line, sections)
     progress(1.0, "done")
-    return MetricsResult(metrics, sections, models, line, facts, timings)
+    return MetricsResult(metrics, sections, models, line, facts, stage.timings)
 
 
 def _arc_at(line: Centerline, param: float) -> float:
