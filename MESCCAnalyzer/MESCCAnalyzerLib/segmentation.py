@@ -283,7 +283,7 @@ class SeedGrower:
             progress(c / len(self.images), f"features of image {c + 1}")
             crop = sitk.RegionOfInterest(sitk.Cast(image, sitk.sitkFloat32), box.size, box.start)
             arr = sitk.GetArrayFromImage(crop)
-            lo, hi = np.percentile(arr, [1.0, 99.0])
+            lo, hi = np.percentile(arr.ravel()[:: max(1, arr.size // 200_000)], [1.0, 99.0])
             scale = float(hi - lo) if hi > lo else float(np.ptp(arr)) or 1.0
             if self.params.channel_weights:
                 weight = self.params.channel_weights[c]
