@@ -90,12 +90,12 @@ def run_analysis(
     timings: dict[str, float] = {}
     clock = {"name": None, "t0": 0.0}
 
-    def begin(name: str) -> None:
+    def begin(name: str | None) -> None:
         now = time.perf_counter()
         if clock["name"]:
             timings[clock["name"]] = now - clock["t0"]
         clock["name"], clock["t0"] = name, now
-        if stage:
+        if stage and name:
             stage(name)
         check(cancel)
 
@@ -161,8 +161,7 @@ def run_analysis(
     begin("metrics")
     result = metrics_mod.compute_metrics(labels, pet_on_mri, cancel=cancel)
     notes += list(result.metrics.get("notes", []) or [])
-    begin("")
-    timings.pop("", None)
+    begin(None)
     return AnalysisResult(
         mri=mri,
         labels=labels,

@@ -25,6 +25,21 @@ def ras_to_lps(matrix_ras: np.ndarray) -> np.ndarray:
     return RAS_TO_LPS @ np.asarray(matrix_ras, dtype=float) @ LPS_TO_RAS
 
 
+_SEGMENTATION_LOGICS = {}
+
+
+def ensure_segmentation_converters(scene):
+    """Create (once per scene) the Segmentations module logic, which registers the
+    representation converters (binary labelmap, closed surface) segmentation nodes need.
+    Inside Slicer the module has done this already; on a bare scene nothing has."""
+    key = id(scene)
+    if key not in _SEGMENTATION_LOGICS:
+        logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        logic.SetMRMLScene(scene)
+        _SEGMENTATION_LOGICS[key] = logic
+    return _SEGMENTATION_LOGICS[key]
+
+
 def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
     m = vtk.vtkMatrix4x4()
     for r in range(4):
@@ -51,14 +66,33 @@ def add_volume_node(scene, image: sitk.Image, name: str, *, labelmap: bool = Fal
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
     node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
     update_volume_node(node, image)
-    node.CreateDefaultDisplayNodes()
     if labelmap:
-        display = node.GetDisplayNode()
-        colors = scene.GetFirstNodeByName("GenericAnatomyColors") or scene.GetFirstNodeByName(
-            "Labels"
-        )
-        if colors is not None:
-            display.SetAndObserveColorNodeID(colors.GetID())
+        display = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeDisplayNode")
+        display.SetAndObserveColorNodeID(label_color_node(scene).GetID())
+        node.SetAndObserveDisplayNodeID(display.GetID())
+    else:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+LABEL_COLORS = {
+    0: ("background", (0.0, 0.0, 0.0, 0.0)),
+    1: ("spinal_cord", (1.0, 0.85, 0.2, 1.0)),
+    2: ("csf", (0.3, 0.6, 1.0, 1.0)),
+    3: ("epidural_mass", (0.9, 0.1, 0.1, 1.0)),
+    4: ("vertebrae", (0.95, 0.9, 0.75, 1.0)),
+}
+
+
+def label_color_node(scene):
+    """The colour table of the label convention (1 cord, 2 CSF, 3 mass, 4 bone), made once."""
+    node = scene.GetFirstNodeByName("MESCC labels")
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "MESCC labels")
+        node.SetTypeToUser()
+        node.SetNumberOfColors(len(LABEL_COLORS))
+        for value, (label, rgba) in LABEL_COLORS.items():
+            node.SetColor(value, label, *rgba)
     return node
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import slicer
+import vtk
 
 from ..errors import InputError
-from ..outputs import atomic_path
-from .nodes import add_volume_node
+from .nodes import add_volume_node, ensure_segmentation_converters
 from .registration import set_transform_from_itk, show_pet_overlay
 from .segmentation import create_mescc_segmentation_node, write_labels_to_segmentation_node
 
@@ -46,14 +46,16 @@ def ensure_views(scene) -> None:
 
     Slicer's layout manager adopts nodes with these singleton tags when the scene is loaded.
     """
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)  # on the scene's default node
     for name, orientation in VIEWS:
         if scene.GetSingletonNode(name, "vtkMRMLSliceNode") is None:
-            node = slicer.vtkMRMLSliceNode()
+            node = scene.CreateNodeByClass("vtkMRMLSliceNode")  # copies the default node's presets
+            node.UnRegister(None)
             node.SetName(name)
             node.SetLayoutName(name)
             node.SetSingletonTag(name)
-            node.SetOrientation(orientation)
             scene.AddNode(node)
+            node.SetOrientation(orientation)
         if scene.GetSingletonNode(name, "vtkMRMLSliceCompositeNode") is None:
             composite = slicer.vtkMRMLSliceCompositeNode()
             composite.SetLayoutName(name)
@@ -92,6 +94,7 @@ def focus_views(scene, point_lps, *, distance_mm: float = 160.0) -> None:
 def add_analysis_nodes(scene, result) -> AnalysisNodes:
     """Put a :class:`~MESCCAnalyzerLib.pipeline.AnalysisResult` into ``scene``."""
     ensure_views(scene)
+    ensure_segmentation_converters(scene)
     mri = add_volume_node(scene, result.mri.image, "MRI T2")
     nodes = AnalysisNodes(mri=mri, segmentation=None)
     if result.t1_on_mri is not None:
@@ -139,14 +142,26 @@ def _storable_nodes(scene):
 
 
 def save_mrb(scene, path: str | os.PathLike) -> Path:
-    """Save ``scene`` as a Slicer data bundle (``.mrb``) at ``path``, atomically."""
+    """Save ``scene`` as a Slicer data bundle (``.mrb``) at ``path``, atomically.
+
+    The bundle is written under its final name in a private folder beside ``path`` (the name
+    of the scene inside the bundle follows the file name), then moved into place.
+    """
     for node in _storable_nodes(scene):
         if node.GetStorageNode() is None and not node.GetHideFromEditors():
             node.AddDefaultStorageNode()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if not scene.WriteToMRB(str(tmp)):
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
+    # The zip writer reports every file it adds: collect its messages instead of printing them.
+    previous = vtk.vtkOutputWindow.GetInstance()
+    vtk.vtkOutputWindow.SetInstance(vtk.vtkStringOutputWindow())
+    try:
+        if not scene.WriteToMRB(str(folder / path.name)):
             raise InputError("could not write the scene bundle", path=path)
+        os.replace(folder / path.name, path)
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous)
+        shutil.rmtree(folder, ignore_errors=True)
     return path
 
 

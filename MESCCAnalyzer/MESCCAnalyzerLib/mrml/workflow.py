@@ -22,6 +22,7 @@ from ..errors import InputError
 from .nodes import (
     RAS_TO_LPS,
     add_volume_node,
+    ensure_segmentation_converters,
     image_from_volume_node,
     numpy_matrix,
     update_volume_node,
@@ -74,10 +75,7 @@ class Workflow:
 
     def __init__(self, scene):
         self.scene = scene
-        # Registers the segmentation representation converters (binary labelmap, closed
-        # surface) that segmentation nodes need; inside Slicer the module did it already.
-        self._segmentations_logic = slicer.vtkSlicerSegmentationsModuleLogic()
-        self._segmentations_logic.SetMRMLScene(scene)
+        ensure_segmentation_converters(scene)
         self.last_metrics = None  # metrics.MetricsResult
         self._grower = None
         self._grower_key = None
