@@ -46,7 +46,7 @@ class RegistrationSettings:
 
     level_spacings_mm: tuple[float, ...] = (6.0, 3.0, 0.0)
     samples_per_level: int = 5000
-    final_samples: int = 5000
+    final_samples: int = 8000
     min_level_voxels: int = 4000
     histogram_bins: int = 32
     max_iterations: tuple[int, ...] = (300, 200, 100)
@@ -56,7 +56,7 @@ class RegistrationSettings:
     min_valid_fraction: float = 0.30
     min_mutual_information: float = 0.05
     smoothing_fraction: float = 0.5
-    final_smoothing_mm: float = 0.7
+    final_smoothing_mm: float = 0.5
     final_repeats: int = 5
     final_step_mm: float = 1.0
     bspline_grid_mm: float = 40.0
