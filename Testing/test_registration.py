@@ -84,7 +84,7 @@ def test_twenty_random_perturbations_of_the_real_t2_register_within_half_a_voxel
     tres, bounds = run_perturbations(t2, t2, t2_foreground_points, seed=1)
     # Acceptance: >= 95 % (19 of 20) below min(1 mm, half a 1 mm voxel) = 0.5 mm.
     assert np.mean(tres < bounds) >= 0.95, tres
-    # Same image, same voxel size: measured 0.007-0.016 mm; 0.1 mm leaves room for the
+    # Same image, same voxel size: measured 0.007-0.032 mm (median 0.015); 0.1 mm leaves room for the
     # random sampling while still catching a biased optimiser.
     assert np.median(tres) < 0.1, tres
 
@@ -99,8 +99,8 @@ def test_twenty_random_perturbations_of_a_contrast_changed_copy_register_within_
     # Bound: min(1 mm, half of the coarser 1.3 mm voxel) = 0.65 mm, in >= 19 of 20.
     assert np.all(bounds == pytest.approx(0.65))
     assert np.mean(tres < bounds) >= 0.95, tres
-    # Measured 0.15-0.17 mm (the bias of linear interpolation on the 1.3 mm copy).
-    assert np.median(tres) < 0.3, tres
+    # Measured 0.021-0.028 mm (median 0.024); 0.1 mm still catches a biased optimiser.
+    assert np.median(tres) < 0.1, tres
 
 
 def test_a_smaller_fixed_field_of_view_still_registers(t2, t2_foreground_points):
@@ -124,7 +124,7 @@ def test_the_phantom_ct_registers_to_its_t2_below_half_a_voxel(
 ):
     result = phantom_result
     tre = reg.tre_mm(result.transform, a_phantom.mri_to_ct, phantom_label_points)
-    # MRI voxel 0.7x0.7x2.0 (cube edge 0.99 mm) is the coarser: bound 0.497 mm; measured 0.2-0.3 mm.
+    # MRI voxel 0.7x0.7x2.0 (cube edge 0.99 mm) is the coarser: bound 0.497 mm; measured 0.08 mm (seed 0).
     assert tre < threshold_mm(a_phantom.t2, a_phantom.ct)
     assert threshold_mm(a_phantom.t2, a_phantom.ct) == pytest.approx(0.497, abs=0.005)
     assert result.report()["final_metric_value"] < -0.1  # real structure shared (MI > 0.1 nat)
