@@ -293,7 +293,14 @@ class SeedGrower:
             channels.append(channel)
             norm = sitk.GetImageFromArray(channel)
             norm.CopyInformation(crop)
-            grad = sitk.GradientMagnitudeRecursiveGaussian(norm, self.params.edge_sigma_mm)
+            if c == 0:
+                grad = sitk.GradientMagnitudeRecursiveGaussian(norm, self.params.edge_sigma_mm)
+            else:
+                # further images (a PET on the MRI grid) are smooth: smoothing + central
+                # differences give the same edges at half the cost; the first image keeps the
+                # derivative-of-Gaussian, better on one-voxel CSF layers (real T2 cord Dice)
+                smooth = sitk.SmoothingRecursiveGaussian(norm, self.params.edge_sigma_mm)
+                grad = sitk.GradientMagnitude(smooth)
             g2 = sitk.Square(grad)
             edge2 = g2 if edge2 is None else sitk.Add(edge2, g2)
         # ITK's marker watershed keeps one queue per grey level: on a float image with a
@@ -532,13 +539,14 @@ def _local_means(
 ):
     """Gaussian-weighted local mean of each channel over each label's voxels.
 
-    Computed on a grid coarsened by 2 in-plane (and along k when that keeps voxels under
-    2 * sigma), which is exact enough for a mean over several mm and 4-8 times cheaper.
+    Computed on a grid coarsened along each axis by the largest integer factor keeping coarse
+    voxels within 1.5 sigma (e.g. 2 in-plane for 0.7 mm voxels, 1 for 1 mm), exact enough for
+    a Gaussian-weighted mean and 4-16 times cheaper.
     Returns ``means`` (L, C, coarse voxels) and ``lookup(flat_indices, shape)`` giving each
     fine voxel's coarse index.
     """
     spacing = np.asarray(reference.GetSpacing())[::-1]  # k, j, i
-    factors = np.array([2 if s * 2 <= sigma_mm * 1.5 else 1 for s in spacing])
+    factors = np.array([max(1, int(sigma_mm * 1.5 // s)) for s in spacing])
     shape = np.array(lab.shape)
     coarse_shape = -(-shape // factors)
     pad = coarse_shape * factors - shape
