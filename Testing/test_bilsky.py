@@ -104,6 +104,28 @@ def test_the_reason_states_the_facts_and_flags_subvoxel_contact():
     assert "bone lies between the mass and the thecal sac on 100%" in reason0
 
 
+def test_calls_near_a_threshold_are_flagged_as_sub_voxel():
+    _, near_sac = bilsky.grade(
+        facts(sac_narrowing_mm=1.2, mass_touches_cord=False, mass_cord_gap_mm=2.0)
+    )
+    assert "1.2 mm >= 1 mm; within half a voxel of the threshold: a sub-voxel call" in near_sac
+    _, far_sac = bilsky.grade(
+        facts(sac_narrowing_mm=2.5, mass_touches_cord=False, mass_cord_gap_mm=2.0)
+    )
+    assert "sub-voxel" not in far_sac
+    _, gap = bilsky.grade(
+        facts(
+            sac_contact_subvoxel=True,
+            mass_sac_gap_mm=0.4,
+            mass_touches_cord=False,
+            mass_cord_gap_mm=2.0,
+        )
+    )
+    assert "contact with the sac is a sub-voxel fact (gap 0.40 mm" in gap
+    grade, borderline = bilsky.grade(facts(mscc_percent=12.0, cord_csa_ratio=0.88))
+    assert grade == "2" and "a sub-voxel call" in borderline
+
+
 def test_face_contact_is_detected_between_neighbouring_voxels():
     a = np.zeros((5, 5, 5), bool)
     b = np.zeros((5, 5, 5), bool)

@@ -47,6 +47,7 @@ COMPRESSION_CSA_RATIO = 0.85
 CSF_VISIBLE_FRACTION = 0.10
 CSF_VISIBLE_MM2 = 10.0
 NEAREST_PATHS = 25
+MSCC_NOISE_PERCENT = 6.0  # voxel quantisation of MSCC on a 0.7 mm labelmap (docs/metrics.md)
 
 GRADES = ("0", "1a", "1b", "1c", "2", "3")
 
@@ -71,6 +72,7 @@ class BilskyFacts:
     cord_csa_ratio: float
     csf_area_worst_mm2: float
     csf_fraction_worst: float
+    sac_contact_subvoxel: bool = False  # sac contact decided by a gap smaller than one voxel
 
     def as_dict(self) -> dict:
         return {
@@ -95,9 +97,11 @@ def grade(facts: BilskyFacts) -> tuple[str, str]:
         if not f.mass_touches_sac:
             why = f"{epi}; it does not touch the sac"
         else:
-            why = f"{epi}; it touches the sac but narrows it by only {f.sac_narrowing_mm:.1f} mm (< {SAC_DEFORMATION_MM:g} mm)"
+            why = f"{epi}; it touches the sac but narrows it by only {f.sac_narrowing_mm:.1f} mm (< {SAC_DEFORMATION_MM:g} mm{_margin_note(f.sac_narrowing_mm, SAC_DEFORMATION_MM, 0.5 * f.voxel_mm, 'half a voxel')})"
         return "1a", f"Grade 1a (epidural impingement, sac not deformed): {why}."
-    sac = f"the mass deforms the thecal sac (narrowed by {f.sac_narrowing_mm:.1f} mm >= {SAC_DEFORMATION_MM:g} mm)"
+    sac = f"the mass deforms the thecal sac (narrowed by {f.sac_narrowing_mm:.1f} mm >= {SAC_DEFORMATION_MM:g} mm{_margin_note(f.sac_narrowing_mm, SAC_DEFORMATION_MM, 0.5 * f.voxel_mm, 'half a voxel')})"
+    if f.sac_contact_subvoxel:
+        sac += f"; its contact with the sac is a sub-voxel fact (gap {f.mass_sac_gap_mm:.2f} mm < one voxel)"
     if not f.mass_touches_cord:
         return (
             "1b",
@@ -112,6 +116,11 @@ def grade(facts: BilskyFacts) -> tuple[str, str]:
         f.mscc_percent >= COMPRESSION_MSCC_PERCENT or f.cord_csa_ratio <= COMPRESSION_CSA_RATIO
     )
     cord = f"MSCC {f.mscc_percent:.0f}%, cord area {100 * f.cord_csa_ratio:.0f}% of normal"
+    if (
+        abs(f.mscc_percent - COMPRESSION_MSCC_PERCENT) < MSCC_NOISE_PERCENT
+        and abs(f.cord_csa_ratio - COMPRESSION_CSA_RATIO) < 0.05
+    ):
+        cord += f" (both within their voxel noise of the thresholds, MSCC +-{MSCC_NOISE_PERCENT:g} points: a sub-voxel call)"
     if not compressed:
         return "1c", (
             f"Grade 1c (cord abutted, not compressed): {sac}; {contact}; {cord} "
@@ -130,6 +139,13 @@ def grade(facts: BilskyFacts) -> tuple[str, str]:
         "3",
         f"Grade 3 (cord compressed, no CSF visible): {contact}; {cord}; {csf} (< {100 * CSF_VISIBLE_FRACTION:g}% and < {CSF_VISIBLE_MM2:g} mm2).",
     )
+
+
+def _margin_note(value: float, threshold: float, margin: float, what: str) -> str:
+    """A remark when ``value`` is within ``margin`` of ``threshold`` (the call is sub-voxel)."""
+    if abs(value - threshold) < margin:
+        return f"; within {what} of the threshold: a sub-voxel call"
+    return ""
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

@@ -242,6 +242,7 @@ def _bilsky_facts(crop, contact: _Contact, v: dict, voxel_mm: float) -> bilsky.B
         cord_contact_subvoxel=bool(
             not contact.cord_adjacent and contact.mass_cord_gap_mm < voxel_mm
         ),
+        sac_contact_subvoxel=bool(not contact.sac_adjacent and contact.mass_sac_gap_mm < voxel_mm),
         mscc_percent=v["mscc_percent"],
         cord_csa_ratio=v["cord_csa_ratio"],
         csf_area_worst_mm2=v["csf_area_worst_mm2"],
