@@ -16,7 +16,7 @@ from MESCCAnalyzerLib.mrml.segmentation import (
     write_labels_to_segmentation_node,
 )
 from MESCCAnalyzerLib.phantom import make_phantom
-from MESCCAnalyzerLib.seeds import strokes_from_labels
+from MESCCAnalyzerLib.seeds import add_stroke, strokes_from_labels
 from MESCCAnalyzerLib.segmentation import dice, grow_from_seeds
 
 
@@ -87,6 +87,31 @@ def test_grow_writes_back_into_the_same_node(a_scene, a_phantom):
         assert dice(grown == label, expected == label) >= 0.97
     truth = sitk.GetArrayFromImage(labels)
     assert dice(grown == 1, truth == 1) >= 0.90  # issue 4's cord threshold
+
+
+def test_a_correction_painted_over_the_result_updates_it(a_scene, a_phantom):
+    t2, pet, labels = a_phantom
+    volumes = [add_volume_node(a_scene, t2, "T2"), add_volume_node(a_scene, pet, "PET")]
+    node = create_mescc_segmentation_node(a_scene, volumes[0])
+    seeds = strokes_from_labels(labels, rng_seed=0)
+    _paint(a_scene, node, volumes[0], seeds)
+    grower = grow_segmentation_node(node, volumes)
+    region = grower.last_update_voxels
+    # the user paints one more mass stroke over the grown segments ("overwrite other segments")
+    more = add_stroke(seeds, labels, 3, rng_seed=2)
+    stroke = (sitk.GetArrayFromImage(more) == 3) & (sitk.GetArrayFromImage(seeds) != 3)
+    shown = sitk.GetArrayFromImage(seeds_from_segmentation_node(node, volumes[0]))
+    shown[stroke] = 3
+    image = sitk.GetImageFromArray(shown)
+    image.CopyInformation(t2)
+    write_labels_to_segmentation_node(node, image, volumes[0])
+    grow_segmentation_node(node, volumes, grower=grower)
+    assert grower.last_update_voxels < 0.05 * region  # only a box around the stroke
+    grown = sitk.GetArrayFromImage(seeds_from_segmentation_node(node, volumes[0]))
+    fresh = sitk.GetArrayFromImage(grow_from_seeds([t2, pet], more))
+    for value in (1, 2, 3, 4):
+        # same tolerance as the core update test (box faces fixed to the previous labels)
+        assert dice(grown == value, fresh == value) >= 0.97
 
 
 def test_a_single_label_is_refused(a_scene, a_phantom):

@@ -106,16 +106,32 @@ def grow_segmentation_node(
     """Grow the seeds painted in ``segmentation_node`` over ``volume_nodes`` (first = grid).
 
     The grown cord, CSF, mass and bone replace their segments' content. Returns the
-    :class:`SeedGrower`; pass it back as ``grower`` after correcting strokes so that the
-    features are reused (an interactive update). Raises ``ValueError`` (InputError) with a
-    readable message on unusable seeds (e.g. a single label).
+    :class:`SeedGrower`; pass it back as ``grower`` after painting corrections into the
+    segments (strokes of any segment, drawn over the grown result): the grower remembers the
+    strokes and the result it wrote, takes every voxel edited since as a new stroke, and
+    re-solves only a box around the edits. Raises ``ValueError`` (InputError) with a readable
+    message on unusable seeds (e.g. a single label).
     """
     if not volume_nodes:
         raise ValueError("Select at least one source volume.")
     reference_node = volume_nodes[0]
-    seeds = seeds_from_segmentation_node(segmentation_node, reference_node)
+    painted = seeds_from_segmentation_node(segmentation_node, reference_node)
+    seeds = painted
     if grower is None:
         grower = SeedGrower([image_from_volume_node(v) for v in volume_nodes])
+    else:
+        previous = getattr(grower, "mrml_memory", None)
+        if previous is not None and previous[0] is segmentation_node:
+            # The segments now hold the grown result plus the user's corrections: the seeds
+            # are the previous strokes updated with every voxel edited since the last growth.
+            _, last_seeds, last_written = previous
+            now = sitk.GetArrayFromImage(painted)
+            if now.shape == last_seeds.shape:
+                edited = now != last_written
+                merged = last_seeds.copy()
+                merged[edited] = now[edited]
+                seeds = sitk.GetImageFromArray(merged)
+                seeds.CopyInformation(painted)
     result = grower.grow(
         seeds,
         keep_labels=STRUCTURE_LABELS,
@@ -124,6 +140,10 @@ def grow_segmentation_node(
         cancel=cancel,
     )
     write_labels_to_segmentation_node(segmentation_node, result, reference_node)
+    written = sitk.GetArrayFromImage(
+        seeds_from_segmentation_node(segmentation_node, reference_node)
+    )
+    grower.mrml_memory = (segmentation_node, sitk.GetArrayFromImage(seeds), written)
     return grower
 
 
