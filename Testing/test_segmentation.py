@@ -209,6 +209,41 @@ def test_cli_writes_labels_1_to_4(small_case):
     (small_case / "o.seg.nrrd").unlink()
 
 
+def test_cli_accepts_a_markups_point_list(small_case, tmp_path):
+    from MESCCAnalyzerLib.markups import write_markups_points
+
+    t2 = sitk.ReadImage(str(small_case / "t2.nii.gz"))
+    seeds = sitk.GetArrayFromImage(sitk.ReadImage(str(small_case / "seeds.nii.gz")))
+    points = []
+    for label, name in ((1, "cord"), (2, "csf"), (3, "3"), (4, "bone"), (5, "other")):
+        for k, j, i in np.argwhere(seeds == label):
+            points.append(
+                (name, np.array(t2.TransformIndexToPhysicalPoint((int(i), int(j), int(k)))))
+            )
+    path = tmp_path / "seeds.mrk.json"
+    write_markups_points(path, points)
+    out = tmp_path / "from_points.nii.gz"
+    code = main(
+        [
+            "segment",
+            "-q",
+            "--image",
+            str(small_case / "t2.nii.gz"),
+            "--seeds",
+            str(path),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    from_points = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    from_labelmap = sitk.GetArrayFromImage(
+        grow_from_seeds([t2], sitk.ReadImage(str(small_case / "seeds.nii.gz")))
+    )
+    # every stroke voxel became a point at its centre, so the two seed sets are identical
+    assert np.array_equal(from_points, from_labelmap)
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [

@@ -51,7 +51,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def _load(path: str, what: str) -> sitk.Image:  # noqa: ARG001 - ``what`` kept for messages
+def _load(path: str) -> sitk.Image:
     from ..study import load_image
 
     return load_image(path)
@@ -64,7 +64,7 @@ def _load_seeds(path: str, reference: sitk.Image) -> sitk.Image:
         from ..markups import read_markups_points
 
         return points_to_seeds(reference, read_markups_points(path), source=path)
-    seeds = _load(path, "seed labelmap")
+    seeds = _load(path)
     arr = sitk.GetArrayViewFromImage(seeds)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.equal(np.mod(arr, 1), 0)):
         raise InputError(
@@ -96,10 +96,10 @@ def run(args, term) -> int:
     guard_outputs([out, seg_out], [p for p in inputs if p])
 
     term.stage("load")
-    images = [_load(p, "image") for p in args.image]
+    images = [_load(p) for p in args.image]
     check_inputs(images, names=args.image)
     seeds = _load_seeds(args.seeds, images[0])
-    roi = _load(args.roi, "region of interest") if args.roi else None
+    roi = _load(args.roi) if args.roi else None
     check_inputs(images, seeds, roi, names=args.image, seeds_name=args.seeds, roi_name=args.roi)
 
     term.stage("segment")
