@@ -7,7 +7,6 @@ tilts in the scanner) and compares ``compute_metrics`` with the phantom's analyt
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import numpy as np
@@ -142,27 +141,8 @@ def test_face_contact_is_detected_between_neighbouring_voxels():
 # ---------------------------------------------------------------------------------------
 @cache
 def phantom_labels_and_truth(grade: str, seed: int):
-    """The phantom's labelmap and truth without its MR/CT/PET images (3-10x faster).
-
-    Uses the phantom module's own building blocks in the order make_phantom uses them; the
-    labelmap is checked against make_phantom for one case in test_fast_phantom_matches.
-    """
-    anatomy, pose_params = phantom.make_anatomy(grade, seed)
-    rotation = phantom._rotation(*pose_params["tilt_deg"])
-    origin = (
-        np.asarray(phantom.MRI_CENTRE_LPS)
-        + np.array([0.0, 3.0, 0.0])
-        + np.asarray(pose_params["origin_offset_mm"])
-    )
-    mri_to_ct = sitk.Euler3DTransform()
-    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
-    mri_to_ct.SetRotation(*[float(math.radians(a)) for a in pose_params["ct_rotation_deg"]])
-    mri_to_ct.SetTranslation(tuple(float(v) for v in pose_params["ct_translation_mm"]))
-    pose = phantom.Pose(rotation=rotation, origin_lps=origin, mri_to_ct=mri_to_ct)
-    grid = phantom.Grid.centred(phantom.MRI_CENTRE_LPS, **phantom.MRI_GRID)
-    tissue = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)])[0]
-    labels = grid.image(phantom.TISSUE_TO_LABEL[tissue])
-    truth = phantom._truth_document(anatomy, pose, pose_params, grade, seed)
+    """The phantom's labelmap and truth without its MR/CT/PET images (several times faster)."""
+    labels, truth, _anatomy, _pose = phantom.make_phantom_labels(grade, seed)
     return labels, truth
 
 

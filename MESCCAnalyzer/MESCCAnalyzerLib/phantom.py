@@ -365,29 +365,45 @@ def section_truth(anatomy: PhantomAnatomy, z: float, *, step_mm: float = 0.02) -
 def _min_mass_cord_distance(anatomy: PhantomAnatomy) -> float:
     """Smallest distance (mm) between the mass and the cord surfaces (0 when touching).
 
-    The mass surface is sampled finely near its posterior tip; for the cord, which is an
-    undeformed elliptic cylinder along z in the grades where they do not touch, the distance
-    in the section plane is the 3D distance.
+    In the grades where they do not touch the cord is an undeformed elliptic cylinder along
+    z, so the distance in the section plane is the 3D distance. Both convex surfaces are
+    sampled by their angles, coarsely and then finely around the closest pair (the distance
+    is smooth in the angles): the result is within 0.01 mm of a fine exhaustive search.
     """
     if anatomy.mass_tip_y >= anatomy.cord_anterior_y - 1e-9:
         return 0.0
-    theta = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
-    cord_xy = np.stack(
-        [anatomy.cord_ax * np.cos(theta), anatomy.cord_cy + anatomy.cord_ay * np.sin(theta)], axis=1
+
+    def cord_points(theta):
+        return np.stack(
+            [anatomy.cord_ax * np.cos(theta), anatomy.cord_cy + anatomy.cord_ay * np.sin(theta)],
+            axis=1,
+        )
+
+    def mass_points(pol, az):
+        pp, aa = np.meshgrid(pol, az)
+        x = anatomy.mass_ax * np.sin(pp) * np.cos(aa)
+        y = anatomy.mass_cy + anatomy.mass_ay * np.cos(pp)
+        return np.stack([x.ravel(), y.ravel()], axis=1), pp.ravel(), aa.ravel()
+
+    def closest(theta, pol, az):
+        cord = cord_points(theta)
+        mass, pp, aa = mass_points(pol, az)
+        d = np.sqrt(((mass[:, None, :] - cord[None, :, :]) ** 2).sum(-1))
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        return float(d[i, j]), theta[j], pp[i], aa[i]
+
+    # polar angle measured from +y (the mass's posterior tip faces the canal)
+    best, t0, p0, a0 = closest(
+        np.linspace(0, 2 * np.pi, 360, endpoint=False),
+        np.linspace(0, np.deg2rad(90), 30),
+        np.linspace(0, 2 * np.pi, 72, endpoint=False),
     )
-    # mass surface points facing the canal (polar angle around +y within 60 degrees)
-    pol = np.linspace(0, np.deg2rad(60), 120)
-    az = np.linspace(0, 2 * np.pi, 240, endpoint=False)
-    pp, aa = np.meshgrid(pol, az)
-    mx = anatomy.mass_ax * np.sin(pp) * np.cos(aa)
-    mz = anatomy.mass_az * np.sin(pp) * np.sin(aa)
-    my = anatomy.mass_cy + anatomy.mass_ay * np.cos(pp)
-    pts = np.stack([mx.ravel(), my.ravel()], axis=1)
-    best = np.inf
-    for chunk in np.array_split(pts, 12):
-        d = np.sqrt(((chunk[:, None, :] - cord_xy[None, :, :]) ** 2).sum(-1)).min()
-        best = min(best, float(d))
-    del mz
+    for width in (np.deg2rad(4), np.deg2rad(0.2)):
+        best, t0, p0, a0 = closest(
+            np.linspace(t0 - width, t0 + width, 81),
+            np.clip(np.linspace(p0 - 3 * width, p0 + 3 * width, 41), 0, np.pi),
+            np.linspace(a0 - 3 * width, a0 + 3 * width, 41),
+        )
     return best
 
 
@@ -536,6 +552,36 @@ class PhantomStudy:
     pose: Pose = field(repr=False)
 
 
+def make_pose(pose_params: dict) -> Pose:
+    """Where the anatomy sits in the MRI, and the true MRI -> CT/PET transform."""
+    rotation = _rotation(*pose_params["tilt_deg"])
+    origin = (
+        np.asarray(MRI_CENTRE_LPS)
+        + np.array([0.0, 3.0, 0.0])
+        + np.asarray(pose_params["origin_offset_mm"])
+    )
+    mri_to_ct = sitk.Euler3DTransform()
+    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
+    mri_to_ct.SetRotation(*[float(math.radians(a)) for a in pose_params["ct_rotation_deg"]])
+    mri_to_ct.SetTranslation(tuple(float(v) for v in pose_params["ct_translation_mm"]))
+    return Pose(rotation=rotation, origin_lps=origin, mri_to_ct=mri_to_ct)
+
+
+def make_phantom_labels(grade: str = "2", seed: int = 0, *, cancel: CancelCallback | None = None):
+    """Only the labelmap and the truth of a phantom (no MR/CT/PET images): several times
+    faster than :func:`make_phantom`, with identical labels and truth.
+
+    Returns ``(labels, truth, anatomy, pose)``.
+    """
+    anatomy, pose_params = make_anatomy(str(grade), seed)
+    pose = make_pose(pose_params)
+    mri = Grid.centred(MRI_CENTRE_LPS, **MRI_GRID)
+    centre = _tissue_on_grid(anatomy, mri, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)], cancel)[0]
+    labels = mri.image(TISSUE_TO_LABEL[centre])
+    truth = _truth_document(anatomy, pose, pose_params, str(grade), seed)
+    return labels, truth, anatomy, pose
+
+
 def make_phantom(
     grade: str = "2",
     seed: int = 0,
@@ -548,17 +594,8 @@ def make_phantom(
     grade = str(grade)
     anatomy, pose_params = make_anatomy(grade, seed)
     rng = np.random.default_rng(pose_params["noise_seed"])
-    rotation = _rotation(*pose_params["tilt_deg"])
-    origin = (
-        np.asarray(MRI_CENTRE_LPS)
-        + np.array([0.0, 3.0, 0.0])
-        + np.asarray(pose_params["origin_offset_mm"])
-    )
-    mri_to_ct = sitk.Euler3DTransform()
-    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
-    mri_to_ct.SetRotation(*[float(math.radians(a)) for a in pose_params["ct_rotation_deg"]])
-    mri_to_ct.SetTranslation(tuple(float(v) for v in pose_params["ct_translation_mm"]))
-    pose = Pose(rotation=rotation, origin_lps=origin, mri_to_ct=mri_to_ct)
+    pose = make_pose(pose_params)
+    origin, mri_to_ct = pose.origin_lps, pose.mri_to_ct
 
     # --- MRI: 2x2x2 supersampling for partial volume, labels at voxel centres -----------
     progress(0.0, "MRI")
