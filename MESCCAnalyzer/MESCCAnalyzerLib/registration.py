@@ -52,12 +52,14 @@ class RegistrationSettings:
     max_iterations: tuple[int, ...] = (300, 200, 100)
     max_step_mm: float = 4.0
     min_step_mm: float = 0.005
+    coarse_min_step_fraction: float = 0.0
     relaxation: float = 0.5
     min_valid_fraction: float = 0.30
     min_mutual_information: float = 0.05
     smoothing_fraction: float = 0.5
     final_smoothing_mm: float = 0.5
     final_repeats: int = 5
+    chain_repeats: bool = False
     final_step_mm: float = 1.0
     bspline_grid_mm: float = 40.0
     bspline_iterations: int = 20
@@ -573,7 +575,10 @@ def _method(
     )
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
-        minStep=settings.min_step_mm,
+        # coarse levels stop at a fraction of their voxel: the finer levels take over from there
+        minStep=settings.min_step_mm
+        if level.spacing_mm <= 0
+        else max(settings.min_step_mm, settings.coarse_min_step_fraction * level.spacing_mm),
         numberOfIterations=iterations,
         relaxationFactor=settings.relaxation,
         gradientMagnitudeTolerance=1e-8,
@@ -674,6 +679,8 @@ def _average_over_sample_sets(
     for k in range(1, settings.final_repeats + 1):
         check(cancel)
         t = sitk.Euler3DTransform(transform)
+        if settings.chain_repeats:  # start from the running mean: drifts out of shallow spots
+            t.SetParameters(tuple(float(v) for v in np.mean(params, axis=0)))
         reg, _ = _method(level, settings, iterations, seed_offset=k)
         reg.SetInitialTransform(t, inPlace=True)
         try:
