@@ -14,7 +14,7 @@ Method (all heavy steps in SimpleITK's C++ filters):
    MRI grid is blurred, and its full weight pulls boundaries inside small masses); the edge
    image is the root sum of squares of the channels' gradient magnitudes after a light Gaussian
    smoothing (``edge_sigma_mm``, physical units, so anisotropic voxels are handled), quantised
-   to 4096 levels.
+   to 256 levels (the 99.9th percentile maps to the top level).
 2. **Flooding**: a marker-based morphological watershed on the edge image (SimpleITK, C++):
    every seed label floods the image from its strokes, lowest edges first, until the fronts
    meet on the edge ridges.
@@ -213,7 +213,7 @@ def seed_box(seeds: sitk.Image, margin_mm: float) -> Box:
 # The grower
 # --------------------------------------------------------------------------------------------
 
-_EDGE_LEVELS = 4095
+_EDGE_LEVELS = 255
 _FURTHER_CHANNEL_WEIGHT = 0.5
 _UPDATE_BORDER_VOXELS = 4  # an update's box: changes this close to a face enlarge the box
 _NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
@@ -304,11 +304,12 @@ class SeedGrower:
             g2 = sitk.Square(grad)
             edge2 = g2 if edge2 is None else sitk.Add(edge2, g2)
         # ITK's marker watershed keeps one queue per grey level: on a float image with a
-        # distinct level per voxel it is ~10x slower than on 4096 quantised levels.
+        # distinct level per voxel it is ~10x slower than on 256 quantised levels (which give
+        # the same Dice as 4096 levels on the phantom battery and the real T2).
         edge = sitk.GetArrayFromImage(sitk.Sqrt(edge2))
         top = float(np.percentile(edge, 99.9)) or 1.0
         levels = np.minimum(np.round(edge * (_EDGE_LEVELS / top)), _EDGE_LEVELS)
-        levels = np.nan_to_num(levels, nan=0.0).astype(np.uint16)
+        levels = np.nan_to_num(levels, nan=0.0).astype(np.uint8)
         self._edge_levels = levels
         self._edge = sitk.GetImageFromArray(levels)
         self._edge.CopyInformation(crop)
