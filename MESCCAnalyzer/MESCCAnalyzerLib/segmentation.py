@@ -345,7 +345,8 @@ class SeedGrower:
         box = self._region_for(seeds)
         self._features(box, lambda f, m: progress(0.5 * f, m), cancel)
         sl = self._box.slices_kji
-        seeds_box = np.asarray(seeds_arr[sl], dtype=np.uint16)
+        # a copy: the state below outlives ``seeds`` (a view would point into freed memory)
+        seeds_box = np.array(seeds_arr[sl], dtype=np.uint16)
         labels = [int(v) for v in np.unique(seeds_box) if v]
         if self._inside is not None:
             seeds_box = np.where(self._inside, seeds_box, 0).astype(np.uint16)
