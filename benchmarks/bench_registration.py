@@ -177,7 +177,8 @@ def run_case(name, cases, elastix, rows, verbose):
         results.append((our_tre, el_tre, our_s, el_s, our_cpu, bound, el_cpu))
         if verbose:
             print(
-                f"  {name:12s} {label:26s} ours {our_tre:7.3f} mm {our_s:6.2f} s | elastix {el_tre:7.3f} mm {el_s:6.2f} s | bound {bound:.3f}"
+                f"  {name:12s} {label:26s} ours {our_tre:7.3f} mm {our_s:6.2f} s ({our_cpu:5.2f} cpu) | "
+                f"elastix {el_tre:7.3f} mm {el_s:6.2f} s ({el_cpu:5.2f} cpu) | bound {bound:.3f}"
             )
     r = np.array(results, dtype=float)
     rows.append(

@@ -39,9 +39,18 @@ class RegistrationSettings:
     """Tunable parameters; the defaults are those measured in ``docs/registration.md``.
 
     ``level_spacings_mm``: target voxel size of each pyramid level, coarse to fine; 0 means the
-    images' own resolution. A level is dropped when the fixed region has fewer than
-    ``min_level_voxels`` voxels at that size. ``samples_per_level``: random Mattes samples
-    drawn in the fixed region at each level (all voxels when it has fewer).
+    images' own resolution (no finer than ``final_smoothing_mm``). A coarse level is dropped
+    when the fixed region has fewer than ``min_level_voxels`` voxels at that size.
+    ``samples_per_level`` / ``final_samples``: random Mattes samples drawn in the fixed region
+    at coarse levels / at full resolution (all voxels when it has fewer). ``max_iterations``:
+    per level. Optimiser: first step ``max_step_mm`` (at least the level's voxel size) at coarse
+    levels and ``final_step_mm`` at full resolution, ``relaxation`` on each direction change,
+    stop below ``min_step_mm`` (``coarse_min_step_fraction`` x voxel size at coarse levels).
+    Smoothing: ``smoothing_fraction`` x voxel size at coarse levels, ``final_smoothing_mm`` at
+    full resolution. ``final_repeats``: extra full-resolution runs on new sample sets, averaged
+    (``chain_repeats``: each starts from the running mean). Checks: ``min_valid_fraction`` of
+    the samples inside the moving image, ``min_mutual_information`` nat above chance.
+    B-spline: control grid ``bspline_grid_mm``, ``bspline_iterations``, ``bspline_samples``.
     """
 
     level_spacings_mm: tuple[float, ...] = (6.0, 3.0, 0.0)
@@ -58,7 +67,7 @@ class RegistrationSettings:
     min_mutual_information: float = 0.05
     smoothing_fraction: float = 0.5
     final_smoothing_mm: float = 0.5
-    final_repeats: int = 5
+    final_repeats: int = 3
     chain_repeats: bool = False
     final_step_mm: float = 1.0
     bspline_grid_mm: float = 40.0
@@ -713,7 +722,8 @@ def register(
     fixed_mask : optional image (non-zero = region to match, e.g. around the lesion level),
         resampled onto the fixed grid if needed. Without it the whole fixed image is used.
     init : "auto" (default: the scanners' frames, the geometric centres and the intensity
-        centroids are each tried at the coarsest level, the best metric wins), "geometry",
+        centroids each run through the coarse levels; the distinct results run at full
+        resolution and the best metric wins), "geometry",
         "centers", "moments" or "landmarks" (then ``landmarks = (fixed_lps, moving_lps)``,
         paired (N, 3) arrays, N >= 3).
     deformable : add a B-spline refinement (control grid ``settings.bspline_grid_mm``) after
