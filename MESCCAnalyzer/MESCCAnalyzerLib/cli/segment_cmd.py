@@ -57,29 +57,9 @@ def _load(path: str) -> sitk.Image:
     return load_image(path)
 
 
-def _load_seeds(path: str, reference: sitk.Image) -> sitk.Image:
-    from ..segmentation import points_to_seeds
-
-    if str(path).endswith(".json"):
-        from ..markups import read_markups_points
-
-        return points_to_seeds(reference, read_markups_points(path), source=path)
-    seeds = _load(path)
-    arr = sitk.GetArrayViewFromImage(seeds)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise InputError(
-            "the seed labelmap holds non-integer values",
-            path=path,
-            hint="save the seeds as a labelmap",
-        )
-    if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
-        raise InputError("seed labels must lie between 0 and 65535", path=path)
-    return seeds
-
-
 def run(args, term) -> int:
     from ..segfile import write_seg_nrrd
-    from ..segmentation import SeedGrower, check_inputs
+    from ..segmentation import SeedGrower, check_inputs, load_seeds
 
     out = Path(args.out)
     seg_out = Path(args.seg_out) if args.seg_out else None
@@ -98,7 +78,7 @@ def run(args, term) -> int:
     term.stage("load")
     images = [_load(p) for p in args.image]
     check_inputs(images, names=args.image)
-    seeds = _load_seeds(args.seeds, images[0])
+    seeds = load_seeds(args.seeds, images[0])
     roi = _load(args.roi) if args.roi else None
     check_inputs(images, seeds, roi, names=args.image, seeds_name=args.seeds, roi_name=args.roi)
 
