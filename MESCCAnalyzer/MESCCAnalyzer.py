@@ -389,7 +389,6 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
             p.segmentation,
             p.mriVolume,
             p.petVolume,
-            t1_node=p.t1Volume,
             preview_node=p.previewSegmentationNode,
             progress=progress,
             cancel=cancel,

@@ -21,7 +21,7 @@ def a_sample_session(tmp_path_factory):
     nodes = flow.load_sample(folder, grade="2", seed=1)
     seeds_before = labels_from_segmentation_node(nodes.segmentation, nodes.mri)
     outcome = flow.register(nodes.mri, nodes.ct, nodes.pet)
-    preview, text = flow.grow_preview(nodes.segmentation, nodes.mri, nodes.pet, t1_node=nodes.t1)
+    preview, text = flow.grow_preview(nodes.segmentation, nodes.mri, nodes.pet)
     preview_labels = labels_from_segmentation_node(preview, nodes.mri)
     flow.accept_preview(nodes.segmentation, preview, nodes.mri)
     metrics_nodes = flow.compute_metrics(nodes.segmentation, nodes.mri, nodes.pet)

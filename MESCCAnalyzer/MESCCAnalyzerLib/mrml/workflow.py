@@ -198,28 +198,21 @@ class Workflow:
             raise InputError("choose the MRI first")
         return create_mescc_segmentation_node(self.scene, mri_node)
 
-    def _channels(self, mri_node, t1_node, pet_node):
-        """MRI, and the T1 and PET on the MRI grid through their parent transforms (if any)."""
+    def _channels(self, mri_node, pet_node):
+        """The MRI, and the PET on the MRI grid through its parent transform (if any)."""
         mri = image_from_volume_node(mri_node)
-        others = [n for n in (t1_node, pet_node) if n is not None]
-        return [mri] + [sitk.Cast(volume_on_grid(n, mri), sitk.sitkFloat32) for n in others]
+        if pet_node is None:
+            return [mri]
+        return [mri, sitk.Cast(volume_on_grid(pet_node, mri), sitk.sitkFloat32)]
 
     def grow_preview(
-        self,
-        seed_node,
-        mri_node,
-        pet_node=None,
-        *,
-        t1_node=None,
-        preview_node=None,
-        progress=None,
-        cancel=None,
+        self, seed_node, mri_node, pet_node=None, *, preview_node=None, progress=None, cancel=None
     ):
         """Grow the strokes of ``seed_node`` into ``preview_node`` (created if None).
 
-        Channels: the MRI, the T1 and the PET when given (on the MRI grid). The grower's image
-        features are cached per (volumes, their modification times), so a re-run after one
-        more stroke only re-floods.
+        Channels: the MRI and, when given, the PET on the MRI grid (as ``mescc analyze``).
+        The grower's image features are cached per (volumes, their modification times), so a
+        re-run after one more stroke only re-solves around the changed strokes.
         """
         from ..segmentation import STRUCTURE_LABELS, SeedGrower
         from .segmentation import (
@@ -228,11 +221,9 @@ class Workflow:
             write_labels_to_segmentation_node,
         )
 
-        key = tuple(
-            None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, t1_node, pet_node)
-        )
+        key = tuple(None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, pet_node))
         if self._grower is None or self._grower_key != key:
-            self._grower = SeedGrower(self._channels(mri_node, t1_node, pet_node))
+            self._grower = SeedGrower(self._channels(mri_node, pet_node))
             self._grower_key = key
         seeds = seeds_from_segmentation_node(seed_node, mri_node)
         labels = self._grower.grow(
