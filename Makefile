@@ -19,9 +19,8 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mescc phantom --out $(DEMO_OUT)/phantom --grade 2 --seed 0
-	$(BIN)/mescc info $(DEMO_OUT)/phantom/t2.nii.gz $(DEMO_OUT)/phantom/t1.nii.gz $(DEMO_OUT)/phantom/ct.nii.gz $(DEMO_OUT)/phantom/pet_dicom
-	$(BIN)/mescc suv $(DEMO_OUT)/phantom/pet_dicom --out $(DEMO_OUT)/pet_suv.nii.gz
+	$(BIN)/mescc demo --out $(DEMO_OUT) --grade 2 --seed 0
+	$(BIN)/mescc info $(DEMO_OUT)/study/t2.nii.gz $(DEMO_OUT)/study/ct.nii.gz $(DEMO_OUT)/study/pet_dicom
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,9 +14,17 @@ from MESCCAnalyzerLib.mrml.scene import read_mrb
 
 @pytest.fixture(scope="module")
 def a_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["--quiet", "demo", "--out", str(out), "--grade", "3", "--seed", "2"]) == 0
-    return out
+    """`mescc demo` run from its parent folder with a relative --out, as a user types it."""
+    import os
+
+    parent = tmp_path_factory.mktemp("demo")
+    cwd = os.getcwd()
+    os.chdir(parent)
+    try:
+        assert main(["--quiet", "demo", "--out", "run", "--grade", "3", "--seed", "2"]) == 0
+    finally:
+        os.chdir(cwd)
+    return parent / "run"
 
 
 def test_demo_writes_every_output_and_grades_the_phantom(a_demo):

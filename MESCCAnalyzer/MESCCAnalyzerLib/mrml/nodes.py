@@ -33,11 +33,12 @@ def ensure_segmentation_converters(scene):
     representation converters (binary labelmap, closed surface) segmentation nodes need.
     Inside Slicer the module has done this already; on a bare scene nothing has."""
     key = id(scene)
-    if key not in _SEGMENTATION_LOGICS:
+    logic = _SEGMENTATION_LOGICS.get(key)
+    if logic is None or logic.GetMRMLScene() is not scene:  # ids are reused after a scene dies
         logic = slicer.vtkSlicerSegmentationsModuleLogic()
         logic.SetMRMLScene(scene)
         _SEGMENTATION_LOGICS[key] = logic
-    return _SEGMENTATION_LOGICS[key]
+    return logic
 
 
 def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:

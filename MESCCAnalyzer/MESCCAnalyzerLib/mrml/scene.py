@@ -150,7 +150,7 @@ def save_mrb(scene, path: str | os.PathLike) -> Path:
     for node in _storable_nodes(scene):
         if node.GetStorageNode() is None and not node.GetHideFromEditors():
             node.AddDefaultStorageNode()
-    path = Path(path)
+    path = Path(path).resolve()  # Slicer's bundle writer needs a full path
     folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
     # The zip writer reports every file it adds: collect its messages instead of printing them.
     previous = vtk.vtkOutputWindow.GetInstance()

@@ -17,7 +17,7 @@ import vtk
 
 from ..segfile import OTHER_SEGMENT, SEGMENTS
 from ..segmentation import STRUCTURE_LABELS, SeedGrower, label_from_text
-from .nodes import add_volume_node, image_from_volume_node
+from .nodes import add_volume_node, ensure_segmentation_converters, image_from_volume_node
 
 
 def _terminology_string(info) -> str:
@@ -29,6 +29,7 @@ def _terminology_string(info) -> str:
 def create_mescc_segmentation_node(scene, reference_volume_node, name: str = "MESCC segmentation"):
     """A segmentation node with empty segments cord, CSF, mass, bone and other, named,
     coloured and tagged with their terminology, on the reference volume's geometry."""
+    ensure_segmentation_converters(scene)
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
@@ -68,8 +69,7 @@ def _string_array(values: Sequence[str]) -> vtk.vtkStringArray:
 def seeds_from_segmentation_node(segmentation_node, reference_volume_node) -> sitk.Image:
     """The seed labelmap (on the reference volume's grid) painted in the segmentation node."""
     scene = segmentation_node.GetScene()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
+    logic = ensure_segmentation_converters(scene)
     ids, labels = _segment_labels(segmentation_node)
     if not ids:
         raise ValueError("The segmentation has no cord, CSF, mass, bone or other segment to grow.")
@@ -153,8 +153,7 @@ def write_labels_to_segmentation_node(
     """Replace the content of the cord/CSF/mass/bone segments with the labelmap's labels 1-4
     (a missing segment is created with its name, colour and terminology)."""
     scene = segmentation_node.GetScene()
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
+    logic = ensure_segmentation_converters(scene)
     ids, labels = _segment_labels(segmentation_node)
     by_label = {
         label: sid for sid, label in zip(ids, labels, strict=True) if label in STRUCTURE_LABELS

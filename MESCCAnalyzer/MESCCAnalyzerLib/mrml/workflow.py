@@ -376,8 +376,7 @@ def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> N
         try:
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(other_id)
-            logic = slicer.vtkSlicerSegmentationsModuleLogic()
-            logic.SetMRMLScene(scene)
+            logic = ensure_segmentation_converters(scene)
             if not logic.ImportLabelmapToSegmentationNode(temp, segmentation_node, ids):
                 raise InputError("the 'other' strokes could not be written into the segmentation")
         finally:
