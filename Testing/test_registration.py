@@ -84,7 +84,7 @@ def test_twenty_random_perturbations_of_the_real_t2_register_within_half_a_voxel
     tres, bounds = run_perturbations(t2, t2, t2_foreground_points, seed=1)
     # Acceptance: >= 95 % (19 of 20) below min(1 mm, half a 1 mm voxel) = 0.5 mm.
     assert np.mean(tres < bounds) >= 0.95, tres
-    # Same image, same voxel size: measured 0.007-0.032 mm (median 0.015); 0.1 mm leaves room for the
+    # Same image, same voxel size: measured 0.007-0.046 mm (median 0.016); 0.1 mm leaves room for the
     # random sampling while still catching a biased optimiser.
     assert np.median(tres) < 0.1, tres
 
@@ -99,7 +99,7 @@ def test_twenty_random_perturbations_of_a_contrast_changed_copy_register_within_
     # Bound: min(1 mm, half of the coarser 1.3 mm voxel) = 0.65 mm, in >= 19 of 20.
     assert np.all(bounds == pytest.approx(0.65))
     assert np.mean(tres < bounds) >= 0.95, tres
-    # Measured 0.021-0.028 mm (median 0.024); 0.1 mm still catches a biased optimiser.
+    # Measured 0.021-0.026 mm (median 0.024); 0.1 mm still catches a biased optimiser.
     assert np.median(tres) < 0.1, tres
 
 
