@@ -50,6 +50,7 @@ class AnalysisResult:
     ct_on_mri: sitk.Image | None = None
     pet_suv: sitk.Image | None = None  # native PET grid
     pet_on_mri: sitk.Image | None = None
+    pet: object | None = None  # study.Volume of the PET series (identifiers)
     suv_info: object | None = None  # suv.SUVInfo
     registration: object | None = None  # registration.RegistrationResult
     seeds: sitk.Image | None = None
@@ -57,19 +58,26 @@ class AnalysisResult:
     notes: list[str] = field(default_factory=list)
 
     def identifiers(self) -> dict:
-        v = self.mri
+        """Patient and study identifiers from the first input that has them (DICOM inputs do)."""
+        volumes = [v for v in (self.mri, self.ct, self.pet) if v is not None]
+
+        def first(attribute):
+            return next(
+                (getattr(v, attribute) for v in volumes if getattr(v, attribute, None)), None
+            )
+
         return {
-            "Patient ID": v.patient_id,
-            "Patient name": v.patient_name,
-            "Study date": v.study_date,
-            "Study": v.study_description,
-            "MRI series": v.series_description or Path(v.source).name,
+            "Patient ID": first("patient_id"),
+            "Patient name": first("patient_name"),
+            "Study date": first("study_date"),
+            "Study": first("study_description"),
+            "MRI": self.mri.series_description or Path(self.mri.source).name,
             "CT": None
             if self.ct is None
             else (self.ct.series_description or Path(self.ct.source).name),
-            "PET SUV": None
+            "PET": None
             if self.suv_info is None
-            else f"SUV{self.suv_info.norm}, factor {self.suv_info.factor:.4g}",
+            else f"SUV{self.suv_info.norm}, factor {self.suv_info.factor:.4g} g/ml per Bq/ml",
         }
 
 
@@ -118,10 +126,11 @@ def run_analysis(
     )
     mask = load_image(request.registration_mask) if request.registration_mask else None
 
-    pet_suv = suv_info = None
+    pet = pet_suv = suv_info = None
     if request.pet:
         begin("suv")
         pet_suv, suv_info = pet_to_suv(request.pet, "bw")
+        pet = load_volume(request.pet, modality="PT" if Path(request.pet).is_dir() else None)
         notes += list(getattr(suv_info, "notes", []) or [])
 
     registration = None
@@ -170,6 +179,7 @@ def run_analysis(
         ct_on_mri=ct_on_mri,
         pet_suv=pet_suv,
         pet_on_mri=pet_on_mri,
+        pet=pet,
         suv_info=suv_info,
         registration=registration,
         seeds=seeds,

@@ -145,7 +145,6 @@ def pet_color_node(scene):
     table.SetName("MESCC PET heat")
     table.SetTypeToUser()
     table.SetNumberOfColors(256)
-    table.SetNamesInitialised(True)
     for i in range(256):
         x = i / 255.0
         # black -> red -> yellow -> white, the usual PET heat ramp
