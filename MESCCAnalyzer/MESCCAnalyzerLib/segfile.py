@@ -32,6 +32,7 @@ import SimpleITK as sitk
 from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
 from .errors import InputError
 from .outputs import atomic_path
+from .surfaces import index_to_lps_matrix
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 
@@ -93,15 +94,6 @@ OTHER_SEGMENT = SegmentInfo(
 """The "other" tissue used as competing seeds (never written to a result file)."""
 
 
-def ijk_to_lps(image: sitk.Image) -> np.ndarray:
-    """The 4x4 matrix from voxel index (i, j, k) to LPS mm of a SimpleITK image."""
-    matrix = np.eye(4)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    matrix[:3, :3] = direction * np.asarray(image.GetSpacing())[None, :]
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
-
-
 def write_seg_nrrd(labelmap: sitk.Image, path: str | os.PathLike, *, labels=None) -> None:
     """Write a labelmap (1 cord, 2 CSF, 3 mass, 4 bone) as a Slicer ``.seg.nrrd``, atomically.
 
@@ -135,7 +127,7 @@ def write_seg_nrrd(labelmap: sitk.Image, path: str | os.PathLike, *, labels=None
         segments.append(segment)
     segmentation = {
         "voxels": voxels,
-        "ijkToLPS": ijk_to_lps(labelmap),
+        "ijkToLPS": index_to_lps_matrix(labelmap),
         "encoding": "gzip",
         "containedRepresentationNames": ["Binary labelmap", "Closed surface"],
         "masterRepresentation": "Binary labelmap",

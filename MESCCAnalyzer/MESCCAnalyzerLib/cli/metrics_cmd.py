@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from .. import metrics as metrics_lib
 from ..errors import InputError, MESCCError
 from ..outputs import guard_outputs
+from .args import positive_float
 
 HELP = "3D cord compression metrics (MSCC, MCC, CSA, ...), Bilsky grade and surface models"
 DESCRIPTION = (
@@ -21,16 +21,6 @@ DESCRIPTION = (
 )
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--labels",
@@ -42,7 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--step-mm",
-        type=_positive,
+        type=positive_float,
         default=1.0,
         help="distance between cross-sections along the centreline (default 1 mm)",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import suv
 from ..errors import InputError
 from ..outputs import guard_outputs, write_image, write_json
+from .args import positive_float
 
 HELP = "convert a PET DICOM series to SUV (bw, lbm or bsa) with QIBA decay correction"
 DESCRIPTION = (
@@ -18,18 +19,6 @@ DESCRIPTION = (
 )
 
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def _positive(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def add_arguments(parser) -> None:
@@ -49,10 +38,12 @@ def add_arguments(parser) -> None:
         "--series", metavar="UID", help="SeriesInstanceUID when the folder holds several PET series"
     )
     parser.add_argument(
-        "--weight-kg", type=_positive, help="patient weight in kg (replaces PatientWeight)"
+        "--weight-kg", type=positive_float, help="patient weight in kg (replaces PatientWeight)"
     )
     parser.add_argument(
-        "--dose-mbq", type=_positive, help="injected dose in MBq (replaces RadionuclideTotalDose)"
+        "--dose-mbq",
+        type=positive_float,
+        help="injected dose in MBq (replaces RadionuclideTotalDose)",
     )
     parser.add_argument(
         "--injection-time",
@@ -65,7 +56,7 @@ def add_arguments(parser) -> None:
         help="decay reference (scan start) time, HHMMSS on the series date or YYYYMMDDHHMMSS (replaces SeriesTime/AcquisitionTime)",
     )
     parser.add_argument(
-        "--height-m", type=_positive, help="patient height in metres (replaces PatientSize)"
+        "--height-m", type=positive_float, help="patient height in metres (replaces PatientSize)"
     )
     parser.add_argument(
         "--sex",
@@ -75,7 +66,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--half-life-s",
-        type=_positive,
+        type=positive_float,
         help="radionuclide half-life in s (replaces RadionuclideHalfLife)",
     )
     parser.add_argument(

@@ -11,6 +11,8 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from ..surfaces import index_to_lps_matrix
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 RAS_TO_LPS = LPS_TO_RAS  # the flip is its own inverse
 
@@ -53,15 +55,6 @@ def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-def ijk_to_lps(image: sitk.Image) -> np.ndarray:
-    """The 4x4 IJK-to-LPS matrix of a 3D SimpleITK image."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    m = np.eye(4)
-    m[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
-    m[:3, 3] = image.GetOrigin()
-    return m
-
-
 def add_volume_node(scene, image: sitk.Image, name: str, *, labelmap: bool = False):
     """Add ``image`` to ``scene`` as a scalar (or labelmap) volume node with display node."""
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
@@ -102,7 +95,7 @@ def update_volume_node(node, image: sitk.Image) -> None:
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("only 3D scalar images can become volume nodes")
     slicer.util.updateVolumeFromArray(node, sitk.GetArrayViewFromImage(image))
-    ras = LPS_TO_RAS @ ijk_to_lps(image)
+    ras = LPS_TO_RAS @ index_to_lps_matrix(image)
     node.SetIJKToRASMatrix(vtk_matrix(ras))
     node.Modified()
 
