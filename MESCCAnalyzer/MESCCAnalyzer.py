@@ -61,8 +61,8 @@ class MESCCAnalyzer(ScriptedLoadableModule):
 #
 @parameterNodeWrapper
 class MESCCAnalyzerParameterNode:
-    """The panel's state, saved with the scene. Fields ending in 'Node' are results the
-    logic sets (no widget edits them)."""
+    """The panel's state, saved with the scene (results included: the preview segmentation
+    and the metrics table)."""
 
     mriVolume: vtkMRMLScalarVolumeNode
     t1Volume: vtkMRMLScalarVolumeNode

@@ -128,3 +128,21 @@ def test_roi_box_becomes_a_mask_on_the_mri_grid():
     # i in [3, 7], j in [2, 8], k in [0, 4] (z 0..8 mm at 2 mm): 5 x 7 x 5 voxels
     assert mask.sum() == 5 * 7 * 5
     assert mask[2, 5, 5] == 1 and mask[2, 5, 9] == 0
+
+
+def test_metrics_nodes_carry_models_tables_and_plot(a_sample_session):
+    s = a_sample_session
+    nodes, result = s["metrics_nodes"], s["flow"].last_metrics
+    cord = nodes.models["cord"].GetPolyData()
+    mass = nodes.models["mass"].GetPolyData()
+    distance = cord.GetPointData().GetArray("DistanceToMass_mm")
+    assert distance is not None and mass.GetPointData().GetArray("DistanceToCord_mm") is not None
+    # grade 2: the mass touches the cord, so the colour map reaches 0 mm somewhere
+    assert distance.GetRange()[0] < 0.5 < distance.GetRange()[1]
+    assert nodes.sections_table.GetNumberOfRows() == len(result.sections.arc_mm)
+    assert nodes.chart.GetNumberOfPlotSeriesNodes() >= 2  # CSA and AP diameter at least
+    rows = {
+        nodes.metrics_table.GetCellText(r, 0): nodes.metrics_table.GetCellText(r, 1)
+        for r in range(nodes.metrics_table.GetNumberOfRows())
+    }
+    assert rows.get("bilsky_grade") == result.metrics["bilsky_grade"]

@@ -132,35 +132,15 @@ def test_every_widget_the_code_uses_exists_in_the_ui_with_a_fitting_class():
                 )
 
 
-def parameters_set_by_code() -> set[str]:
-    """Parameter names assigned in MESCCAnalyzer.py (``p.name = ...``)."""
-    names = set()
-    for node in ast.walk(module_tree()):
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
-                    if (
-                        isinstance(t, ast.Attribute)
-                        and isinstance(t.value, ast.Name)
-                        and t.value.id == "p"
-                    ):
-                        names.add(t.attr)
-    return names
-
-
 def test_every_parameter_is_bound_to_a_widget_of_a_matching_kind():
     fields = parameter_fields()
     bound = bound_parameters()
-    unknown = set(bound) - set(fields)
-    assert not unknown, f"the .ui binds parameters the node does not declare: {unknown}"
-    # Results (names ending in "Node") are set by the logic, not edited in a widget.
-    results = {name for name in fields if name.endswith("Node")}
-    unbound = set(fields) - set(bound) - results
-    assert not unbound, f"parameters with no widget: {unbound}"
-    assert results <= parameters_set_by_code(), "a result parameter the code never sets"
-    for name in bound:
-        assert bound[name] in TYPE_WIDGETS[fields[name]], (
-            f"{name}: {fields[name]} bound to a {bound[name]}"
+    assert set(fields) == set(bound), (
+        f"unbound: {set(fields) - set(bound)}, unknown: {set(bound) - set(fields)}"
+    )
+    for name, type_name in fields.items():
+        assert bound[name] in TYPE_WIDGETS[type_name], (
+            f"{name}: {type_name} bound to a {bound[name]}"
         )
 
 
