@@ -1,0 +1,102 @@
+"""``mescc serve``: the extension's five steps in a web page (trame-slicer), for a class."""
+
+from __future__ import annotations
+
+import ipaddress
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+from ..phantom import GRADES
+
+HELP = "serve the analysis as a web page (Slicer's views in the browser), e.g. for teaching"
+DESCRIPTION = (
+    "A page with the Slicer panel's five steps (study, registration, segmentation, metrics, "
+    "report) and Slicer's own slice and 3D views, driven by the same MRML logic. --demo opens "
+    "the phantom study ready to explore; --study serves a study folder (t2.nii.gz, t1.nii.gz, "
+    "ct.nii.gz, pet_dicom/) inside --allowed-root. Served on 127.0.0.1 unless --host says "
+    "otherwise."
+)
+
+
+def add_arguments(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--study", metavar="DIR", help="study folder laid out as the phantom's")
+    source.add_argument("--demo", action="store_true", help="the synthetic phantom study")
+    parser.add_argument(
+        "--allowed-root",
+        metavar="DIR",
+        default=".",
+        help="--study must lie inside this folder (default: the current directory)",
+    )
+    parser.add_argument(
+        "--grade", default="2", choices=GRADES, help="Bilsky grade of the demo phantom (default 2)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="demo phantom random seed")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the session's metrics.json, report.html and scene.mrb go "
+        "(default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
+
+
+def resolve_study(study: str, allowed_root: str) -> Path:
+    """The study folder, refused unless it lies inside ``allowed_root`` (symlinks resolved)."""
+    root = Path(allowed_root).resolve()
+    folder = Path(study).resolve()
+    if not root.is_dir():
+        raise InputError("the allowed root is not a folder", path=allowed_root)
+    if folder != root and root not in folder.parents:
+        raise InputError(
+            f"outside the allowed folder {root}",
+            path=study,
+            hint="serve studies from inside --allowed-root",
+        )
+    if not (folder / "t2.nii.gz").is_file():
+        raise InputError("no t2.nii.gz in the study folder", path=study)
+    return folder
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise InputError(
+                f"--host must be an IP address or localhost, got {host!r}",
+                hint="127.0.0.1 serves this machine only; 0.0.0.0 serves the network",
+            ) from None
+
+
+def run(args, term) -> int:
+    study = resolve_study(args.study, args.allowed_root) if args.study else None
+    _check_host(args.host)
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0-65535, got {args.port}")
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mescc_serve."))
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder", path=out)
+    if study is not None and (out.resolve() == study or study in out.resolve().parents):
+        raise InputError("the output folder is inside the study", path=out, hint="give --out")
+    term.stage("views")
+    from ..web.app import MesccWebApp
+
+    demo_folder = out / "demo_study" if args.demo else None
+    app = MesccWebApp(
+        out_dir=out,
+        demo_folder=demo_folder,
+        study_folder=study,
+        grade=args.grade,
+        seed=args.seed,
+    )
+    term.stage("study")
+    app.load()  # the page opens on the study, ready to explore
+    term.finish()
+    print(f"session files: {out}", flush=True)
+    app.start(host=args.host, port=args.port)
+    return 0
