@@ -185,6 +185,21 @@ class Browser:
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
+    def click_text(self, selector: str, text: str, *, timeout_s: float = 10.0):
+        """Click the first element matching ``selector`` whose text is ``text``."""
+        mark = f"""(() => {{
+            const e = Array.from(document.querySelectorAll({json.dumps(selector)}))
+                .find(e => e.innerText.trim() === {json.dumps(text)});
+            if (e) e.setAttribute('data-webdriver-target', '1');
+            return !!e;
+        }})()"""
+        self.wait_for(mark, timeout_s=timeout_s, what=f"{selector} '{text}'")
+        self.click("[data-webdriver-target='1']")
+        self.evaluate(
+            "document.querySelectorAll('[data-webdriver-target]')"
+            ".forEach(e => e.removeAttribute('data-webdriver-target'))"
+        )
+
     def drag(self, points: list[tuple[float, float]]):
         """Press the left button at the first point, move through the others, release."""
         x, y = points[0]

@@ -77,6 +77,7 @@ class MesccWebApp:
         self._init_state()
         self._build_ui()
         self.layout_manager.set_layout(LAYOUT)
+        self._plain_blending_in_3d()
         self.state.change("teaching", "highlight")(self._on_highlight)
         self.state.change("painting", "paint_segment")(self._on_paint)
 
@@ -134,6 +135,18 @@ class MesccWebApp:
             self.state.flush()
             self._render_all()
         return None
+
+    def _plain_blending_in_3d(self):
+        """Translucent models (sac 25 %, mass 80 %) with plain alpha blending.
+
+        Depth peeling needs alpha bit planes, which the offscreen (EGL) render windows here do
+        not have: with it on, every translucent model vanished from the 3D view.
+        """
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view_node = view.get_view_node()
+            if view_node is not None:
+                view_node.SetUseDepthPeeling(False)
+            view.renderer().SetUseDepthPeeling(False)
 
     def reset_views(self):
         self.slicer_app.display_manager.reset_views()
@@ -294,6 +307,11 @@ class MesccWebApp:
     def write_scene(self) -> Path:
         self._need_study()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # The page's segment editor node is the browser's tool state, not data (and a scene
+        # without the Segment Editor module's classes refuses to import it): not saved.
+        editors = self.scene.GetNodesByClass("vtkMRMLSegmentEditorNode")
+        for i in range(editors.GetNumberOfItems()):
+            editors.GetItemAsObject(i).SetSaveWithScene(False)
         path = save_mrb(self.scene, self.out_dir / "scene.mrb")
         self.state.report_text = f"Scene written: {path} (opens in 3D Slicer)"
         return path
@@ -353,7 +371,11 @@ class MesccWebApp:
             with v3.VAppBar(density="compact"):
                 v3.VToolbarTitle("MESCC Analyzer")
                 v3.VProgressLinear(
-                    v_show=("busy",), indeterminate=True, absolute=True, location="bottom"
+                    id="busy",
+                    v_show=("busy",),
+                    indeterminate=True,
+                    absolute=True,
+                    location="bottom",
                 )
                 v3.VSpacer()
                 v3.VBtn(
@@ -436,7 +458,7 @@ class MesccWebApp:
                     "CSF, mass and bone.",
                     classes="text-body-2 mb-2",
                 )
-                with html.Div(classes="d-flex align-center mb-2"):
+                with html.Div(classes="d-flex flex-wrap align-center mb-2 ga-2"):
                     v3.VSwitch(
                         id="paint",
                         v_model=("painting",),
@@ -446,14 +468,15 @@ class MesccWebApp:
                         disabled=("busy || !done[0]",),
                         classes="mr-4",
                     )
-                    v3.VSelect(
-                        id="paint-segment",
+                    with v3.VBtnToggle(
                         v_model=("paint_segment",),
-                        items=("paint_segments",),
-                        label="Segment",
-                        hide_details=True,
+                        mandatory=True,
                         density="compact",
-                    )
+                        variant="outlined",
+                        divided=True,
+                    ):
+                        for name in PAINT_SEGMENTS:
+                            v3.VBtn(name, value=name, id=f"seg-{name}", size="small")
                 self._button(
                     "Grow from seeds", self.grow, id="btn-grow", disabled="busy || !done[0]"
                 )
