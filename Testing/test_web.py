@@ -139,10 +139,10 @@ class Page:
             "slices": [b for b in boxes if b["slice"]],
         }
 
-    def screenshot(self, name: str) -> np.ndarray:
+    def screenshot(self, name: str, *, for_docs: bool = True) -> np.ndarray:
         time.sleep(1.0)  # the views stream their next frame after the scene changed
         data = self.b.screenshot(self.shots / f"web_{name}.png")
-        if UPDATE_DOCS:
+        if UPDATE_DOCS and for_docs:
             DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.shots / f"web_{name}.png", DOCS_IMAGES / f"web_{name}.png")
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(float)
@@ -201,7 +201,7 @@ def a_demo_session(a_served_demo, tmp_path_factory):
         # 3. segmentation: one brush stroke of mass in the axial view, grow, accept
         page.open_step(3)
         axial = seen["views"]["slices"][-1]  # the layout's bottom-right view
-        before = page.screenshot("3_before_brush")
+        before = page.screenshot("3_before_brush", for_docs=False)
         b.click("#seg-other")  # a background stroke: it must not move the mass
         b.wait_for("document.querySelector('#seg-other').classList.contains('v-btn--active')")
         b.click("#paint")

@@ -42,7 +42,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)"
     )
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
 
 
 def resolve_study(study: str, allowed_root: str) -> Path:
@@ -76,8 +76,8 @@ def _check_host(host: str) -> None:
 def run(args, term) -> int:
     study = resolve_study(args.study, args.allowed_root) if args.study else None
     _check_host(args.host)
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port must be 0-65535, got {args.port}")
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be 1-65535, got {args.port}")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mescc_serve."))
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=out)

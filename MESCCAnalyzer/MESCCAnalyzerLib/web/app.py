@@ -173,6 +173,8 @@ class MesccWebApp:
         else:
             self.nodes = load_study_folder(self.scene, self.study_folder)
             self.nodes.segmentation = self.flow.create_segmentation(self.nodes.mri)
+            if self.nodes.labels is not None:  # a reference labelmap stays hidden, as in Slicer
+                self.nodes.labels.GetDisplayNode().SetVisibility(False)
             kind = "study folder"
         n = self.nodes
         if n.pet is not None:
