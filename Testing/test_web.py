@@ -39,17 +39,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(args, *, cwd) -> subprocess.Popen:
-    return subprocess.Popen(
+def _serve(args, *, cwd: Path) -> subprocess.Popen:
+    """``mescc serve ARGS`` as its own process; its output goes to ``cwd/serve.log`` (a file,
+    not a pipe: VTK's warnings would fill a pipe nobody reads and stall the server)."""
+    log = open(cwd / "serve.log", "w")  # noqa: SIM115 - closed with the process in _stop
+    process = subprocess.Popen(
         [sys.executable, "-m", "MESCCAnalyzerLib.cli", "serve", *args],
         cwd=cwd,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    process.log = log
+    return process
 
 
 def _stop(process: subprocess.Popen) -> str:
+    """Stop the server (terminate, then kill) and return what it printed."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -57,7 +63,8 @@ def _stop(process: subprocess.Popen) -> str:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
-    return process.stdout.read() if process.stdout else ""
+    process.log.close()
+    return Path(process.log.name).read_text()
 
 
 def _wait_until_served(process, port: int, *, timeout_s: float = 120.0) -> None:
@@ -372,7 +379,8 @@ def test_a_study_outside_the_allowed_folder_is_refused(tmp_path):
         ["--study", str(outside), "--allowed-root", str(allowed), "--port", str(_free_port())],
         cwd=tmp_path,
     )
-    output, _ = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    output = _stop(process)
     assert process.returncode == 2
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and "outside the allowed folder" in lines[0], output
