@@ -71,6 +71,7 @@ class MesccWebApp:
         self.flow = Workflow(self.scene)
         self.nodes = None  # mrml.study.StudyNodes
         self.preview = None
+        self.transform = None
         self.metrics_nodes = None
         self._editing = False
 
@@ -194,7 +195,8 @@ class MesccWebApp:
         if n.ct is None:
             self.state.registration_text = "No CT in this study: nothing to register."
         else:
-            outcome = self.flow.register(n.mri, n.ct, n.pet)
+            outcome = self.flow.register(n.mri, n.ct, n.pet, transform_node=self.transform)
+            self.transform = outcome.transform_node  # a second run updates it, as in Slicer
             self.state.registration_text = "CT and PET registered to the MRI. " + (
                 outcome.quality_text
             )
@@ -268,10 +270,14 @@ class MesccWebApp:
         self._mark_done(3, advance=False)
 
     def _remove_metrics_nodes(self):
-        if self.metrics_nodes is None:
+        """A re-run replaces the previous models, tables and chart (the colour node stays)."""
+        m = self.metrics_nodes
+        if m is None:
             return
-        for node in self.metrics_nodes.models.values():
-            if node.GetScene() is not None:
+        nodes = [*m.models.values(), *m.series.values()]
+        nodes += [m.sections_table, m.metrics_table, m.extent_table, m.chart]
+        for node in nodes:
+            if node is not None and node.GetScene() is not None:
                 self.scene.RemoveNode(node)
         self.metrics_nodes = None
 
