@@ -29,7 +29,7 @@ from MESCCAnalyzerLib.web.teaching import format_value, metric_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_IMAGES = ROOT / "docs" / "images"
-# MESCC_WEB_SCREENSHOTS=1 refreshes the screenshots of docs/web.md from this run.
+# MESCC_WEB_SCREENSHOTS=1 refreshes the README screenshots (docs/images/web_*.png) from this run.
 UPDATE_DOCS = os.environ.get("MESCC_WEB_SCREENSHOTS") == "1"
 
 

@@ -1,6 +1,6 @@
 """Run every benchmark in turn, each printing its own side-by-side table.
 
-    make bench        # installs benchmarks/requirements.txt (itk-elastix) into .venv first
+make bench        # installs benchmarks/requirements.txt (itk-elastix) into .venv first
 """
 
 from __future__ import annotations

@@ -180,7 +180,9 @@ def show_pet_overlay(
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(low, top)
     display.SetApplyThreshold(True)
-    display.SetLowerThreshold(low + 0.05 * (top - low))
+    # Only uptake above a quarter of the (robust) maximum is coloured: soft-tissue background
+    # (SUV ~0.5-1 against a lesion of several units) stays transparent over the MRI.
+    display.SetLowerThreshold(low + 0.25 * (top - low))
     display.SetUpperThreshold(float(finite.max()) if finite.size else top)
     composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
     for i in range(composites.GetNumberOfItems()):

@@ -1,6 +1,6 @@
 """What each metric shown on the page measures, and the structure it is measured on.
 
-Texts follow docs/metrics.md (the definitions of metrics.json); the structure names are the
+Texts follow the README (Compression metrics: the definitions of metrics.json); the structure names are the
 keys of the metric models (``cord``, ``sac``, ``mass``) that the "teaching" toggle highlights.
 """
 
