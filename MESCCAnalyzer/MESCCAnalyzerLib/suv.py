@@ -193,6 +193,25 @@ class PETHeader:
     manufacturer: str | None = None
 
     @classmethod
+    def _from_getters(cls, get, radio_get, corrected, private: dict, source) -> PETHeader:
+        """Build from ``get(keyword)`` (the instance) and ``radio_get(keyword)`` (its
+        radiopharmaceutical item); the keyword -> field table is :data:`_HEADER_FIELDS`."""
+        values = {name: convert(get(keyword)) for name, keyword, convert in _HEADER_FIELDS}
+        values.update(
+            {name: convert(radio_get(keyword)) for name, keyword, convert in _RADIO_FIELDS}
+        )
+        return cls(
+            source=os.fspath(source),
+            corrected_image=tuple(str(c).strip() for c in corrected) if corrected else None,
+            rescale_slope=values.pop("rescale_slope") or 1.0,
+            rescale_intercept=values.pop("rescale_intercept") or 0.0,
+            philips_suv_scale=_num(private.get("philips_suv_scale")),
+            philips_activity_scale=_num(private.get("philips_activity_scale")),
+            ge_scan_datetime=_str(private.get("ge_scan_datetime")),
+            **values,
+        )
+
+    @classmethod
     def from_dict(cls, meta: dict, source: str | os.PathLike = "") -> PETHeader:
         """From Cornerstone/dcmjs-style instance metadata (DICOM keywords as keys, the
         radiopharmaceutical values flattened or in ``RadiopharmaceuticalInformationSequence``,
@@ -208,31 +227,12 @@ class PETHeader:
         corrected = meta.get("CorrectedImage")
         if isinstance(corrected, str):
             corrected = corrected.split("\\")
-        return cls(
-            source=os.fspath(source),
-            units=_str(meta.get("Units")),
-            decay_correction=_str(meta.get("DecayCorrection")),
-            corrected_image=tuple(str(c).strip() for c in corrected) if corrected else None,
-            series_date=_str(meta.get("SeriesDate")),
-            series_time=_str(meta.get("SeriesTime")),
-            acquisition_date=_str(meta.get("AcquisitionDate")),
-            acquisition_time=_str(meta.get("AcquisitionTime")),
-            patient_weight_kg=_num(meta.get("PatientWeight")),
-            patient_size_m=_num(meta.get("PatientSize")),
-            patient_sex=_str(meta.get("PatientSex")),
-            total_dose_bq=_num(meta.get("RadionuclideTotalDose")),
-            half_life_s=_num(meta.get("RadionuclideHalfLife")),
-            injection_time=_str(meta.get("RadiopharmaceuticalStartTime")),
-            injection_datetime=_str(meta.get("RadiopharmaceuticalStartDateTime")),
-            actual_frame_duration_ms=_num(meta.get("ActualFrameDuration")),
-            frame_reference_time_ms=_num(meta.get("FrameReferenceTime")),
-            philips_suv_scale=_num(philips.get("SUVScaleFactor")),
-            philips_activity_scale=_num(philips.get("ActivityConcentrationScaleFactor")),
-            ge_scan_datetime=_str(meta.get("GEPrivatePostInjectionDateTime")),
-            rescale_slope=_num(meta.get("RescaleSlope")) or 1.0,
-            rescale_intercept=_num(meta.get("RescaleIntercept")) or 0.0,
-            manufacturer=_str(meta.get("Manufacturer")),
-        )
+        private = {
+            "philips_suv_scale": philips.get("SUVScaleFactor"),
+            "philips_activity_scale": philips.get("ActivityConcentrationScaleFactor"),
+            "ge_scan_datetime": meta.get("GEPrivatePostInjectionDateTime"),
+        }
+        return cls._from_getters(meta.get, meta.get, corrected, private, source)
 
     @classmethod
     def from_dataset(cls, ds, source: str | os.PathLike = "") -> PETHeader:
@@ -240,37 +240,44 @@ class PETHeader:
         seq = ds.get("RadiopharmaceuticalInformationSequence")
         radio = seq[0] if seq else None
 
-        def rget(keyword):
+        def radio_get(keyword):
             return radio.get(keyword) if radio is not None else None
 
         corrected = ds.get("CorrectedImage")
         if corrected is not None and isinstance(corrected, str):
             corrected = [corrected]
-        return cls(
-            source=os.fspath(source),
-            units=_str(ds.get("Units")),
-            decay_correction=_str(ds.get("DecayCorrection")),
-            corrected_image=tuple(str(c).strip() for c in corrected) if corrected else None,
-            series_date=_str(ds.get("SeriesDate")),
-            series_time=_str(ds.get("SeriesTime")),
-            acquisition_date=_str(ds.get("AcquisitionDate")),
-            acquisition_time=_str(ds.get("AcquisitionTime")),
-            patient_weight_kg=_num(ds.get("PatientWeight")),
-            patient_size_m=_num(ds.get("PatientSize")),
-            patient_sex=_str(ds.get("PatientSex")),
-            total_dose_bq=_num(rget("RadionuclideTotalDose")),
-            half_life_s=_num(rget("RadionuclideHalfLife")),
-            injection_time=_str(rget("RadiopharmaceuticalStartTime")),
-            injection_datetime=_str(rget("RadiopharmaceuticalStartDateTime")),
-            actual_frame_duration_ms=_num(ds.get("ActualFrameDuration")),
-            frame_reference_time_ms=_num(ds.get("FrameReferenceTime")),
-            philips_suv_scale=_num(_private(ds, 0x7053, 0x00, "Philips PET Private Group")),
-            philips_activity_scale=_num(_private(ds, 0x7053, 0x09, "Philips PET Private Group")),
-            ge_scan_datetime=_str(_private(ds, 0x0009, 0x0D, "GEMS_PETD_01")),
-            rescale_slope=_num(ds.get("RescaleSlope")) or 1.0,
-            rescale_intercept=_num(ds.get("RescaleIntercept")) or 0.0,
-            manufacturer=_str(ds.get("Manufacturer")),
-        )
+        private = {
+            "philips_suv_scale": _private(ds, 0x7053, 0x00, "Philips PET Private Group"),
+            "philips_activity_scale": _private(ds, 0x7053, 0x09, "Philips PET Private Group"),
+            "ge_scan_datetime": _private(ds, 0x0009, 0x0D, "GEMS_PETD_01"),
+        }
+        return cls._from_getters(ds.get, radio_get, corrected, private, source)
+
+
+# PETHeader field <- DICOM keyword of the instance, with its converter.
+_HEADER_FIELDS = (
+    ("units", "Units", _str),
+    ("decay_correction", "DecayCorrection", _str),
+    ("series_date", "SeriesDate", _str),
+    ("series_time", "SeriesTime", _str),
+    ("acquisition_date", "AcquisitionDate", _str),
+    ("acquisition_time", "AcquisitionTime", _str),
+    ("patient_weight_kg", "PatientWeight", _num),
+    ("patient_size_m", "PatientSize", _num),
+    ("patient_sex", "PatientSex", _str),
+    ("actual_frame_duration_ms", "ActualFrameDuration", _num),
+    ("frame_reference_time_ms", "FrameReferenceTime", _num),
+    ("rescale_slope", "RescaleSlope", _num),
+    ("rescale_intercept", "RescaleIntercept", _num),
+    ("manufacturer", "Manufacturer", _str),
+)
+# PETHeader field <- DICOM keyword of the RadiopharmaceuticalInformationSequence item.
+_RADIO_FIELDS = (
+    ("total_dose_bq", "RadionuclideTotalDose", _num),
+    ("half_life_s", "RadionuclideHalfLife", _num),
+    ("injection_time", "RadiopharmaceuticalStartTime", _str),
+    ("injection_datetime", "RadiopharmaceuticalStartDateTime", _str),
+)
 
 
 def _private(ds, group: int, offset: int, creator: str):
