@@ -555,15 +555,16 @@ def _distinct(
 # --------------------------------------------------------------------------- the registration
 
 
-def _method(
-    level: _Level, settings: RegistrationSettings, iterations: int, seed_offset: int = 0
+def _mattes_method(
+    level: _Level, settings: RegistrationSettings, wanted: int, seed: int
 ) -> tuple[sitk.ImageRegistrationMethod, int]:
+    """A registration method with the Mattes metric on ``wanted`` random samples of the
+    level's region (all of it when smaller), its mask, and linear interpolation."""
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    wanted = settings.final_samples if level.spacing_mm <= 0 else settings.samples_per_level
     if level.region_voxels > wanted:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(wanted / level.region_voxels, settings.seed + seed_offset)
+        reg.SetMetricSamplingPercentage(wanted / level.region_voxels, seed)
         samples = wanted
     else:
         reg.SetMetricSamplingStrategy(reg.NONE)
@@ -575,6 +576,14 @@ def _method(
     # gradient-image filters would compute a full gradient volume of both images per level.
     reg.MetricUseFixedImageGradientFilterOff()
     reg.MetricUseMovingImageGradientFilterOff()
+    return reg, samples
+
+
+def _method(
+    level: _Level, settings: RegistrationSettings, iterations: int, seed_offset: int = 0
+) -> tuple[sitk.ImageRegistrationMethod, int]:
+    wanted = settings.final_samples if level.spacing_mm <= 0 else settings.samples_per_level
+    reg, samples = _mattes_method(level, settings, wanted, settings.seed + seed_offset)
     # first step: the level's voxel size at coarse levels (at least max_step_mm); at full
     # resolution only final_step_mm, since a large first step there can leave the right basin
     step = (
@@ -934,23 +943,7 @@ def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, p
     extent = np.array(level.fixed.GetSize()) * np.array(level.fixed.GetSpacing())
     mesh = [max(1, int(round(e / settings.bspline_grid_mm))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(level.fixed, mesh, order=3)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    if level.region_voxels > settings.bspline_samples:
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(
-            settings.bspline_samples / level.region_voxels, settings.seed
-        )
-        samples = settings.bspline_samples
-    else:
-        samples = level.region_voxels
-    if level.mask is not None:
-        reg.SetMetricFixedMask(level.mask)
-    reg.SetInterpolator(sitk.sitkLinear)
-    # Gradients by central differences at the sample points only: SimpleITK's default
-    # gradient-image filters would compute a full gradient volume of both images per level.
-    reg.MetricUseFixedImageGradientFilterOff()
-    reg.MetricUseMovingImageGradientFilterOff()
+    reg, samples = _mattes_method(level, settings, settings.bspline_samples, settings.seed)
     reg.SetMovingInitialTransform(rigid)
     reg.SetInitialTransform(bspline, inPlace=True)
     reg.SetOptimizerAsLBFGSB(
