@@ -106,7 +106,13 @@ def image_from_volume_node(node) -> sitk.Image:
     image = sitk.GetImageFromArray(np.array(array, copy=True))
     ras = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(ras)
-    lps = RAS_TO_LPS @ numpy_matrix(ras)
+    set_geometry_from_ras(image, ras)
+    return image
+
+
+def set_geometry_from_ras(image: sitk.Image, ijk_to_ras: vtk.vtkMatrix4x4) -> sitk.Image:
+    """Give ``image`` the origin, spacing and direction (LPS) of an IJK-to-RAS matrix."""
+    lps = RAS_TO_LPS @ numpy_matrix(ijk_to_ras)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing).ravel()))

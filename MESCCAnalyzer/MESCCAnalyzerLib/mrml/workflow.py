@@ -19,12 +19,13 @@ import slicer
 import vtk
 
 from ..errors import InputError
+from ..surfaces import index_to_lps_matrix
 from .nodes import (
-    RAS_TO_LPS,
+    LPS_TO_RAS,
     add_volume_node,
     ensure_segmentation_converters,
     image_from_volume_node,
-    numpy_matrix,
+    set_geometry_from_ras,
     update_volume_node,
 )
 from .study import load_phantom_study
@@ -55,10 +56,8 @@ def roi_mask_on(reference: sitk.Image, roi_node) -> sitk.Image:
     lo_ras, hi_ras = np.array(bounds[0::2]), np.array(bounds[1::2])
     size = reference.GetSize()
     kk, jj, ii = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
-    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1).astype(float)
-    d = np.asarray(reference.GetDirection()).reshape(3, 3) * np.asarray(reference.GetSpacing())
-    lps = np.asarray(reference.GetOrigin()) + ijk @ d.T
-    ras = lps * np.array([-1.0, -1.0, 1.0])
+    ijk1 = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)], axis=1)
+    ras = ijk1 @ (LPS_TO_RAS @ index_to_lps_matrix(reference)).T[:, :3]
     inside = np.all((ras >= lo_ras) & (ras <= hi_ras), axis=1).reshape(size[::-1])
     if not inside.any():
         raise InputError(
@@ -327,15 +326,10 @@ def _reference_volume_for(segmentation_node):
     )
     image_data = slicer.vtkOrientedImageData()
     slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image_data, False)
-    dims = image_data.GetDimensions()
     m = vtk.vtkMatrix4x4()
     image_data.GetImageToWorldMatrix(m)
-    lps = RAS_TO_LPS @ numpy_matrix(m)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.Image([int(d) for d in dims], sitk.sitkUInt8)
-    image.SetSpacing(tuple(float(s) for s in spacing))
-    image.SetDirection(tuple(float(v) for v in (lps[:3, :3] / spacing).ravel()))
-    image.SetOrigin(tuple(float(v) for v in lps[:3, 3]))
+    image = sitk.Image([int(d) for d in image_data.GetDimensions()], sitk.sitkUInt8)
+    set_geometry_from_ras(image, m)
     return add_volume_node(segmentation_node.GetScene(), image, "__mescc_reference__")
 
 
