@@ -213,6 +213,7 @@ def seed_box(seeds: sitk.Image, margin_mm: float) -> Box:
 # The grower
 # --------------------------------------------------------------------------------------------
 
+_COARSE_SIGMAS = 1.0  # coarse voxels of the local means: at most one sigma wide
 _EDGE_LEVELS = 255
 _FURTHER_CHANNEL_WEIGHT = 0.5
 _UPDATE_BORDER_VOXELS = 4  # an update's box: changes this close to a face enlarge the box
@@ -479,7 +480,7 @@ class SeedGrower:
         if self.params.refine_passes <= 0:
             return lab
         present = [v for v in labels if np.any(lab == v)]
-        means, lookup = _local_means(feats, lab, present, self._edge, self.params.mean_sigma_mm)
+        means_at = _local_means(feats, lab, present, self._edge, self.params.mean_sigma_mm)
         labels = present
         # label value -> row in ``means`` (labels outside ``labels``, e.g. the barrier: -1)
         index_of = np.full(int(lab.max()) + 2, -1, dtype=np.int64)
@@ -493,11 +494,11 @@ class SeedGrower:
             candidates = np.concatenate([lab.ravel()[band][None], neighbour_labels])  # (7, n)
             rows = index_of[candidates]
             values = channels[:, band]  # (C, n)
-            coarse = lookup(band, shape)
+            means = means_at(band, shape)  # (L, C, n)
             cost = np.full(rows.shape, np.inf, dtype=np.float64)
             for r in range(rows.shape[0]):
                 ok = rows[r] >= 0
-                mu = means[rows[r][ok], :, coarse[ok]]  # (n_ok, C)
+                mu = means[rows[r][ok], :, np.flatnonzero(ok)]  # (n_ok, C)
                 cost[r, ok] = np.sum((values[:, ok].T - mu) ** 2, axis=1)
             best = candidates[np.argmin(cost, axis=0), np.arange(band.size)]
             moved = best != lab.ravel()[band]
@@ -541,14 +542,18 @@ def _local_means(
 ):
     """Gaussian-weighted local mean of each channel over each label's voxels.
 
-    Computed on a grid coarsened along each axis by the largest integer factor keeping coarse
-    voxels within 1.5 sigma (e.g. 2 in-plane for 0.7 mm voxels, 1 for 1 mm), exact enough for
-    a Gaussian-weighted mean and 4-16 times cheaper.
-    Returns ``means`` (L, C, coarse voxels) and ``lookup(flat_indices, shape)`` giving each
-    fine voxel's coarse index.
+    The label-masked channel sums and the label weights are smoothed on a grid coarsened
+    along each axis by the largest integer factor keeping coarse voxels within one sigma
+    (e.g. 2 in-plane for 0.35 mm voxels, 1 for 0.7 mm), up to 4 times cheaper, and
+    interpolated trilinearly back at the fine voxels asked for. Coarser grids (1.5 sigma) or
+    reading the coarse voxel a fine voxel falls in, without interpolation, misplace a label's
+    mean right where it changes fastest, at the boundaries (benchmark, grade 2 upsampled:
+    CSF Dice 0.952 that way, 0.958 this way).
+    Returns ``means_at(flat_indices, shape)``: an (L, C, n) array of the local means at those
+    fine voxels, ``inf`` where a label has no voxel nearby.
     """
     spacing = np.asarray(reference.GetSpacing())[::-1]  # k, j, i
-    factors = np.array([max(1, int(sigma_mm * 1.5 // s)) for s in spacing])
+    factors = np.array([max(1, int(sigma_mm * _COARSE_SIGMAS // s)) for s in spacing])
     shape = np.array(lab.shape)
     coarse_shape = -(-shape // factors)
     pad = coarse_shape * factors - shape
@@ -564,24 +569,42 @@ def _local_means(
         img.SetSpacing(tuple(float(v) for v in (spacing * factors)[::-1]))
         return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma_mm)).ravel()
 
-    means = np.empty((len(labels), channels.shape[0], int(np.prod(coarse_shape))), dtype=np.float32)
+    n_coarse = int(np.prod(coarse_shape))
+    sums = np.empty((len(labels), channels.shape[0], n_coarse), dtype=np.float32)
+    weights = np.empty((len(labels), n_coarse), dtype=np.float32)
     for n, label in enumerate(labels):
         mask = (lab == label).astype(np.float32)
-        weight = smooth(coarsen(mask))
-        safe = np.maximum(weight, 1e-6)
+        weights[n] = smooth(coarsen(mask))
         for c in range(channels.shape[0]):
-            means[n, c] = (
-                smooth(coarsen(channels[c] * mask)) / safe
-            )  # (far voxels: set to inf below)
-        means[n, :, weight < 1e-4] = np.inf  # no voxel of this label nearby
+            sums[n, c] = smooth(coarsen(channels[c] * mask))
 
-    def lookup(flat: np.ndarray, fine_shape) -> np.ndarray:
-        k, j, i = np.unravel_index(flat, fine_shape)
-        return np.ravel_multi_index(
-            (k // factors[0], j // factors[1], i // factors[2]), tuple(coarse_shape)
-        )
+    def means_at(flat: np.ndarray, fine_shape) -> np.ndarray:
+        # per axis: the two coarse voxels around each fine voxel's centre and their weights
+        lo, frac = [], []
+        for x, f, n in zip(np.unravel_index(flat, fine_shape), factors, coarse_shape, strict=True):
+            u = np.clip((x - (f - 1) / 2.0) / f, 0.0, n - 1)
+            i0 = np.minimum(np.floor(u).astype(np.int64), max(n - 2, 0))
+            lo.append(i0)
+            frac.append(u - i0)
+        total = np.zeros((len(labels), channels.shape[0], flat.size), dtype=np.float64)
+        weight = np.zeros((len(labels), flat.size), dtype=np.float64)
+        for dk in (0, 1):
+            for dj in (0, 1):
+                for di in (0, 1):
+                    w = 1.0
+                    idx = []
+                    for d, i0, fr, n in zip((dk, dj, di), lo, frac, coarse_shape, strict=True):
+                        w = w * (fr if d else 1.0 - fr)
+                        idx.append(np.minimum(i0 + d, n - 1))
+                    corner = np.ravel_multi_index(tuple(idx), tuple(coarse_shape))
+                    total += w * sums[:, :, corner]
+                    weight += w * weights[:, corner]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = total / np.maximum(weight, 1e-6)[:, None, :]
+        means[np.broadcast_to((weight < 1e-4)[:, None, :], means.shape)] = np.inf
+        return means
 
-    return means, lookup
+    return means_at
 
 
 def _joint_smooth(
