@@ -599,8 +599,7 @@ def _local_means(
                     corner = np.ravel_multi_index(tuple(idx), tuple(coarse_shape))
                     total += w * sums[:, :, corner]
                     weight += w * weights[:, corner]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = total / np.maximum(weight, 1e-6)[:, None, :]
+        means = total / np.maximum(weight, 1e-6)[:, None, :]
         means[np.broadcast_to((weight < 1e-4)[:, None, :], means.shape)] = np.inf
         return means
 
