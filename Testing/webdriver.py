@@ -48,6 +48,11 @@ class Browser:
 
     def __init__(self, *, width: int = 1600, height: int = 1000, timeout_s: float = 30.0):
         self.timeout_s = timeout_s
+        if not Path(CHROMIUM).exists():
+            raise RuntimeError(
+                f"the browser tests need Debian's chromium ({CHROMIUM} is missing): "
+                "run .ci/run, which installs it, or apt-get install chromium"
+            )
         self.profile = Path(tempfile.mkdtemp(prefix="mescc_chromium."))
         self.process = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}"]
