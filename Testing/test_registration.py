@@ -51,15 +51,6 @@ def phantom_label_points(a_phantom):
     return reg.mask_points_lps(sitk.Cast(a_phantom.labels > 0, sitk.sitkUInt8), max_points=20000)
 
 
-def contrast_changed(image: sitk.Image, seed: int) -> sitk.Image:
-    """A different 'modality': inverted, non-linear intensity mapping plus Gaussian noise."""
-    a = sitk.GetArrayFromImage(image).astype(np.float64)
-    b = (1300.0 - a) ** 1.5 / 100.0 + np.random.default_rng(seed).normal(0.0, 5.0, a.shape)
-    out = sitk.GetImageFromArray(b.astype(np.float32))
-    out.CopyInformation(image)
-    return out
-
-
 def threshold_mm(fixed: sitk.Image, moving: sitk.Image) -> float:
     """The issue's bound: below 1 mm and below half a voxel of the coarser image."""
     return min(1.0, 0.5 * max(reg.voxel_size_mm(fixed), reg.voxel_size_mm(moving)))
@@ -94,7 +85,11 @@ def test_twenty_random_perturbations_of_a_contrast_changed_copy_register_within_
 ):
     # Inverted non-linear contrast, noise, and 1.3 mm voxels on the moving side.
     tres, bounds = run_perturbations(
-        t2, contrast_changed(t2, seed=2), t2_foreground_points, seed=3, spacing_mm=(1.3, 1.3, 1.3)
+        t2,
+        reg.contrast_changed(t2, seed=2),
+        t2_foreground_points,
+        seed=3,
+        spacing_mm=(1.3, 1.3, 1.3),
     )
     # Bound: min(1 mm, half of the coarser 1.3 mm voxel) = 0.65 mm, in >= 19 of 20.
     assert np.all(bounds == pytest.approx(0.65))
@@ -113,7 +108,7 @@ def test_a_smaller_fixed_field_of_view_still_registers(t2, t2_foreground_points)
         np.random.default_rng(11), max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre
     )
     moving = reg.moved_copy(
-        contrast_changed(t2, seed=4), truth, spacing_mm=(1.3, 1.3, 1.3), pad_mm=20.0
+        reg.contrast_changed(t2, seed=4), truth, spacing_mm=(1.3, 1.3, 1.3), pad_mm=20.0
     )
     result = reg.register(fixed, moving)
     assert reg.tre_mm(result.transform, truth, points) < threshold_mm(fixed, moving)
@@ -169,7 +164,7 @@ def test_the_result_maps_an_mri_point_to_the_same_anatomy_in_the_ct(
 
 def test_a_ct_shifted_10_mm_to_the_left_gives_a_transform_adding_10_mm_in_x(t2):
     truth = sitk.TranslationTransform(3, (10.0, 0.0, 0.0))
-    moving = reg.moved_copy(contrast_changed(t2, seed=5), truth)
+    moving = reg.moved_copy(reg.contrast_changed(t2, seed=5), truth)
     result = reg.register(t2, moving, init="geometry")
     p = np.array([[0.0, 0.0, 0.0], [20.0, -10.0, 5.0]])
     # 0.2 mm: the contrast-changed same-grid case registers to ~0.1 mm.
@@ -179,7 +174,7 @@ def test_a_ct_shifted_10_mm_to_the_left_gives_a_transform_adding_10_mm_in_x(t2):
     # Resampling the moving image through the result brings it back onto the T2.
     back = reg.resample_onto(moving, t2, result.transform)
     a = sitk.GetArrayFromImage(back)[5:-5, 5:-5, 5:-5].ravel()
-    b = sitk.GetArrayFromImage(contrast_changed(t2, seed=5))[5:-5, 5:-5, 5:-5].ravel()
+    b = sitk.GetArrayFromImage(reg.contrast_changed(t2, seed=5))[5:-5, 5:-5, 5:-5].ravel()
     # Same contrast-changed volume up to interpolation: correlation close to 1 (0.99 needs < 0.3 mm).
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
@@ -215,7 +210,7 @@ def test_resampling_a_labelmap_keeps_its_labels_exactly(a_phantom):
 def test_landmarks_initialise_frames_that_start_150_mm_apart(t2, t2_foreground_points):
     centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     truth = sitk.Euler3DTransform(tuple(map(float, centre)), 0.3, -0.2, 0.4, (150.0, -40.0, 60.0))
-    moving = reg.moved_copy(contrast_changed(t2, seed=6), truth, spacing_mm=(1.3, 1.3, 1.3))
+    moving = reg.moved_copy(reg.contrast_changed(t2, seed=6), truth, spacing_mm=(1.3, 1.3, 1.3))
     # With the scanners' frames as they are, the images do not overlap: a clear error.
     with pytest.raises(ComputationError, match="overlap"):
         reg.register(t2, moving, init="geometry")
@@ -406,7 +401,7 @@ def test_mescc_register_refuses_an_empty_mask(t2, tmp_path, capsys):
 
 def test_mescc_register_refuses_images_that_do_not_overlap(t2, tmp_path, capsys):
     far = reg.moved_copy(
-        contrast_changed(t2, seed=12), sitk.TranslationTransform(3, (300.0, 0.0, 0.0))
+        reg.contrast_changed(t2, seed=12), sitk.TranslationTransform(3, (300.0, 0.0, 0.0))
     )
     sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
     sitk.WriteImage(far, str(tmp_path / "far.nii.gz"))
@@ -433,7 +428,7 @@ def test_mescc_register_accepts_landmarks_from_a_slicer_file(t2, t2_foreground_p
     truth = sitk.Euler3DTransform(tuple(map(float, centre)), -0.2, 0.3, 0.1, (200.0, 50.0, -80.0))
     sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
     sitk.WriteImage(
-        reg.moved_copy(contrast_changed(t2, seed=13), truth), str(tmp_path / "moved.nii.gz")
+        reg.moved_copy(reg.contrast_changed(t2, seed=13), truth), str(tmp_path / "moved.nii.gz")
     )
     fixed_pts = t2_foreground_points[[0, 5000, 10000, 15000]]
     moving_pts = reg.transform_points(truth, fixed_pts)

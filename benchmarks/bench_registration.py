@@ -90,20 +90,12 @@ class Elastix:
 # --------------------------------------------------------------------------- cases
 
 
-def contrast_changed(image: sitk.Image, seed: int) -> sitk.Image:
-    a = sitk.GetArrayFromImage(image).astype(np.float64)
-    b = (1300.0 - a) ** 1.5 / 100.0 + np.random.default_rng(seed).normal(0.0, 5.0, a.shape)
-    out = sitk.GetImageFromArray(b.astype(np.float32))
-    out.CopyInformation(image)
-    return out
-
-
 def t2_cases(n: int, contrast: bool):
     t2 = sitk.ReadImage(str(DATA / "sct_errsm30" / "t2.nii.gz"))
     points = reg.mask_points_lps(sitk.Cast(t2 > 50, sitk.sitkUInt8))
     centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     rng = np.random.default_rng(3 if contrast else 1)
-    source = contrast_changed(t2, 2) if contrast else t2
+    source = reg.contrast_changed(t2, 2) if contrast else t2
     for i in range(n):
         truth = reg.random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
         moving = reg.moved_copy(

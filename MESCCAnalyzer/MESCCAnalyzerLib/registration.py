@@ -1065,3 +1065,13 @@ def moved_copy(
         float(default_value),
         image.GetPixelID(),
     )
+
+
+def contrast_changed(image: sitk.Image, seed: int) -> sitk.Image:
+    """A different 'modality' of ``image`` for tests and benchmarks: inverted, non-linear
+    intensity mapping ``(1300 - v) ** 1.5 / 100`` plus Gaussian noise (sigma 5)."""
+    a = sitk.GetArrayFromImage(image).astype(np.float64)
+    b = (1300.0 - a) ** 1.5 / 100.0 + np.random.default_rng(seed).normal(0.0, 5.0, a.shape)
+    out = sitk.GetImageFromArray(b.astype(np.float32))
+    out.CopyInformation(image)
+    return out
