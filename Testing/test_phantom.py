@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
+from MESCCAnalyzerLib import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, phantom
 from MESCCAnalyzerLib.cli import main
 from MESCCAnalyzerLib.phantom import GRADES, Grid, section_truth
 
@@ -112,6 +112,28 @@ def test_labelmap_contacts_follow_the_grade(phantom_study, grade, touches, avoid
     around = _neighbours(labels == LABEL_MASS, labels)
     assert touches <= around
     assert not (avoids & around)
+
+
+@pytest.mark.parametrize("grade", ["1a", "3"])
+def test_partial_volume_on_boundary_voxels_equals_full_supersampling(grade):
+    """The images' partial volume is subsampled only next to tissue changes; on the CT grid
+    (1.5 mm slices, thin CSF slivers at grade 3) that equals subsampling every voxel."""
+    anatomy, params = phantom.make_anatomy(grade, 1)
+    pose = phantom.make_pose(params)
+    centre = np.asarray(pose.mri_to_ct.TransformPoint(tuple(map(float, pose.origin_lps))))
+    grid = Grid.centred(centre, size=(64, 64, 40), spacing=(0.8, 0.8, 1.5))
+    per_axis = phantom.CT_SUBSAMPLES
+    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in per_axis]
+    offsets = [tuple(o) for o in np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T]
+    every = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, offsets)
+    full = phantom.CT_HU[every].mean(axis=0)
+    centres = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)])[0]
+    fast = phantom._partial_volume_mean(
+        anatomy, grid, pose.anatomy_from_ct, centres, phantom.CT_HU, per_axis
+    )
+    mixed = np.count_nonzero(np.ptp(every, axis=0))
+    assert mixed > 1000  # the grid crosses many tissue boundaries
+    np.testing.assert_allclose(fast, full, atol=1e-9)
 
 
 def test_ct_and_pet_sit_where_the_true_transform_says(phantom_study):
