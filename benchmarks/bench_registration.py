@@ -219,7 +219,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--no-elastix", action="store_true", help="our registration only")
     parser.add_argument("--no-typical", action="store_true", help="skip the typical-size case")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="phantom seeds")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=list(range(20)), help="phantom seeds (default 0-19)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="one line per registration")
     args = parser.parse_args(argv)
     elastix = None

@@ -20,6 +20,7 @@ geometric centres and intensity centroids (or given by paired landmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -42,33 +43,40 @@ class RegistrationSettings:
     images' own resolution (no finer than ``final_smoothing_mm``). A coarse level is dropped
     when the fixed region has fewer than ``min_level_voxels`` voxels at that size.
     ``samples_per_level`` / ``final_samples``: random Mattes samples drawn in the fixed region
-    at coarse levels / at full resolution (all voxels when it has fewer). ``max_iterations``:
-    per level. Optimiser: first step ``max_step_mm`` (at least the level's voxel size) at coarse
-    levels and ``final_step_mm`` at full resolution, ``relaxation`` on each direction change,
-    stop below ``min_step_mm`` (``coarse_min_step_fraction`` x voxel size at coarse levels).
+    at coarse levels / at full resolution (all voxels when it has fewer); ``histogram_bins`` /
+    ``final_histogram_bins`` likewise. ``max_iterations``: per level. Optimiser: first step
+    ``max_step_mm`` (at least the level's voxel size) at coarse levels and ``final_step_mm`` at
+    full resolution, ``relaxation`` on each direction change, stop below ``min_step_mm``
+    (``coarse_min_step_fraction`` x voxel size at coarse levels).
+    Precision run: when ``precision_sample_fraction`` of the fixed region (at most
+    ``max_precision_samples``) is well above ``final_samples``, the full-resolution run stops at
+    a quarter of ``precision_step_mm`` and a last run on that many samples starts from there
+    with that first step (large regions need more samples for the same precision; the
+    expensive samples only pay for the last few steps).
     Smoothing: ``smoothing_fraction`` x voxel size at coarse levels, ``final_smoothing_mm`` at
-    full resolution. ``final_repeats``: extra full-resolution runs on new sample sets, averaged
-    (``chain_repeats``: each starts from the running mean). Checks: ``min_valid_fraction`` of
-    the samples inside the moving image, ``min_mutual_information`` nat above chance.
+    full resolution. Checks: ``min_valid_fraction`` of the samples inside the moving image,
+    ``min_mutual_information`` nat above chance.
     B-spline: control grid ``bspline_grid_mm``, ``bspline_iterations``, ``bspline_samples``.
     """
 
     level_spacings_mm: tuple[float, ...] = (6.0, 3.0, 0.0)
     samples_per_level: int = 5000
-    final_samples: int = 8000
+    final_samples: int = 12000
+    precision_sample_fraction: float = 0.05
+    max_precision_samples: int = 40000
+    precision_step_mm: float = 0.1
     min_level_voxels: int = 4000
     histogram_bins: int = 32
+    final_histogram_bins: int = 48
     max_iterations: tuple[int, ...] = (300, 200, 100)
     max_step_mm: float = 4.0
-    min_step_mm: float = 0.005
-    coarse_min_step_fraction: float = 0.0
+    min_step_mm: float = 0.001
+    coarse_min_step_fraction: float = 0.05
     relaxation: float = 0.5
     min_valid_fraction: float = 0.30
     min_mutual_information: float = 0.05
     smoothing_fraction: float = 0.5
     final_smoothing_mm: float = 0.5
-    final_repeats: int = 3
-    chain_repeats: bool = False
     final_step_mm: float = 1.0
     bspline_grid_mm: float = 40.0
     bspline_iterations: int = 20
@@ -308,8 +316,17 @@ def sample_linear(image: sitk.Image, points_lps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _histogram_mi(a: np.ndarray, b: np.ndarray, bins: int) -> float:
-    joint, _, _ = np.histogram2d(a, b, bins=bins)
+def _bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
+    """Index (0 .. bins-1) of each value in ``bins`` equal bins spanning its range."""
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return np.zeros(len(values), dtype=np.int64)
+    return np.minimum(((values - low) * (bins / (high - low))).astype(np.int64), bins - 1)
+
+
+def _histogram_mi(ia: np.ndarray, ib: np.ndarray, bins: int) -> float:
+    """Mutual information (nat) of two binned samples (indices from :func:`_bin_indices`)."""
+    joint = np.bincount(ia * bins + ib, minlength=bins * bins).reshape(bins, bins)
     p = joint / joint.sum()
     pa, pb = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
     nz = p > 0
@@ -338,6 +355,7 @@ def shared_information_nats(
     f, m = f[ok], m[ok]
     if len(f) < 100:
         return 0.0, 0.0
+    f, m = _bin_indices(f, bins), _bin_indices(m, bins)
     mi = _histogram_mi(f, m, bins)
     rng = np.random.default_rng(seed)
     chance = float(
@@ -400,11 +418,18 @@ def _crop_to_mask(
 
 @dataclass
 class _Level:
+    """One pyramid level; ``spacing_mm`` 0 is the full resolution (``precise``: its last run)."""
+
     spacing_mm: float
     fixed: sitk.Image
     mask: sitk.Image | None
     moving: sitk.Image
     region_voxels: int
+    precise: bool = False
+
+    @property
+    def full_resolution(self) -> bool:
+        return self.spacing_mm <= 0
 
 
 def _build_pyramid(
@@ -555,13 +580,21 @@ def _distinct(
 # --------------------------------------------------------------------------- the registration
 
 
+def _precision_samples(level: _Level, settings: RegistrationSettings) -> int:
+    """Samples of the precision run at the full-resolution ``level``; 0 when there is none."""
+    wanted = min(
+        settings.precision_sample_fraction * level.region_voxels, settings.max_precision_samples
+    )
+    return int(wanted) if wanted > 1.2 * settings.final_samples else 0
+
+
 def _mattes_method(
-    level: _Level, settings: RegistrationSettings, wanted: int, seed: int
+    level: _Level, settings: RegistrationSettings, wanted: int, seed: int, bins: int
 ) -> tuple[sitk.ImageRegistrationMethod, int]:
     """A registration method with the Mattes metric on ``wanted`` random samples of the
     level's region (all of it when smaller), its mask, and linear interpolation."""
     reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     if level.region_voxels > wanted:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(wanted / level.region_voxels, seed)
@@ -580,23 +613,31 @@ def _mattes_method(
 
 
 def _method(
-    level: _Level, settings: RegistrationSettings, iterations: int, seed_offset: int = 0
+    level: _Level, settings: RegistrationSettings, iterations: int
 ) -> tuple[sitk.ImageRegistrationMethod, int]:
-    wanted = settings.final_samples if level.spacing_mm <= 0 else settings.samples_per_level
-    reg, samples = _mattes_method(level, settings, wanted, settings.seed + seed_offset)
-    # first step: the level's voxel size at coarse levels (at least max_step_mm); at full
-    # resolution only final_step_mm, since a large first step there can leave the right basin
-    step = (
-        settings.final_step_mm
-        if level.spacing_mm <= 0
-        else max(settings.max_step_mm, level.spacing_mm)
-    )
+    if not level.full_resolution:
+        # first step: the level's voxel size (at least max_step_mm); stop at a fraction of the
+        # voxel, since the finer levels take over from there
+        wanted, bins = settings.samples_per_level, settings.histogram_bins
+        step = max(settings.max_step_mm, level.spacing_mm)
+        min_step = max(settings.min_step_mm, settings.coarse_min_step_fraction * level.spacing_mm)
+    elif level.precise:
+        wanted, bins = _precision_samples(level, settings), settings.final_histogram_bins
+        step, min_step = settings.precision_step_mm, settings.min_step_mm
+    else:
+        # only final_step_mm at first: a large first step at full resolution can leave the
+        # right basin; when a precision run follows, it takes over below its first step
+        wanted, bins = settings.final_samples, settings.final_histogram_bins
+        step = settings.final_step_mm
+        min_step = (
+            settings.precision_step_mm / 4.0
+            if _precision_samples(level, settings)
+            else settings.min_step_mm
+        )
+    reg, samples = _mattes_method(level, settings, wanted, settings.seed, bins)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
-        # coarse levels stop at a fraction of their voxel: the finer levels take over from there
-        minStep=settings.min_step_mm
-        if level.spacing_mm <= 0
-        else max(settings.min_step_mm, settings.coarse_min_step_fraction * level.spacing_mm),
+        minStep=min_step,
         numberOfIterations=iterations,
         relaxationFactor=settings.relaxation,
         gradientMagnitudeTolerance=1e-8,
@@ -668,7 +709,7 @@ def _run_level(
     valid = int(reg.GetMetricNumberOfValidPoints())
     report = LevelReport(
         spacing_mm=float(
-            level.spacing_mm if level.spacing_mm > 0 else max(level.fixed.GetSpacing())
+            level.spacing_mm if not level.full_resolution else max(level.fixed.GetSpacing())
         ),
         samples=int(samples),
         iterations=int(reg.GetOptimizerIteration()),
@@ -682,33 +723,6 @@ def _run_level(
             hint="the images overlap too little; check the fields of view or give --init landmarks.json",
         )
     return report
-
-
-def _average_over_sample_sets(
-    level, settings, iterations, transform, cancel
-) -> sitk.Euler3DTransform:
-    """Re-optimise from ``transform`` on other random sample sets and average the parameters.
-
-    With a fixed set of random samples the metric's optimum is displaced by the sampling noise
-    (about 0.2 mm with 30000 samples on the phantom); averaging k+1 optima from independent
-    sample sets divides that by about sqrt(k+1), as elastix's fresh samples per iteration do.
-    """
-    params = [np.array(transform.GetParameters())]
-    for k in range(1, settings.final_repeats + 1):
-        check(cancel)
-        t = sitk.Euler3DTransform(transform)
-        if settings.chain_repeats:  # start from the running mean: drifts out of shallow spots
-            t.SetParameters(tuple(float(v) for v in np.mean(params, axis=0)))
-        reg, _ = _method(level, settings, iterations, seed_offset=k)
-        reg.SetInitialTransform(t, inPlace=True)
-        try:
-            _execute(reg, level.fixed, level.moving, lambda f, m: None, cancel, "refinement")
-        except ComputationError:
-            continue
-        params.append(np.array(t.GetParameters()))
-    out = sitk.Euler3DTransform(transform)
-    out.SetParameters(tuple(float(v) for v in np.mean(params, axis=0)))
-    return out
 
 
 def register(
@@ -871,8 +885,19 @@ def register(
             hint="give paired landmarks with --init landmarks.json when the scanners' frames are far apart",
         )
     best_name, initial, transform, reports = best
-    if settings.final_repeats > 0 and levels[-1].region_voxels > settings.final_samples:
-        transform = _average_over_sample_sets(levels[-1], settings, iters[-1], transform, cancel)
+    if _precision_samples(levels[-1], settings):
+        check(cancel)
+        reports.append(
+            _run_level(
+                dataclasses.replace(levels[-1], precise=True),
+                settings,
+                iters[-1],
+                transform,
+                lambda fraction, message: None,
+                cancel,
+                f"{best_name} precision",
+            )
+        )
     initial = sitk.Euler3DTransform(initial)
     initial_metric = _evaluate(levels[-1], settings, initial)
     final_metric = reports[-1].metric
@@ -943,7 +968,9 @@ def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, p
     extent = np.array(level.fixed.GetSize()) * np.array(level.fixed.GetSpacing())
     mesh = [max(1, int(round(e / settings.bspline_grid_mm))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(level.fixed, mesh, order=3)
-    reg, samples = _mattes_method(level, settings, settings.bspline_samples, settings.seed)
+    reg, samples = _mattes_method(
+        level, settings, settings.bspline_samples, settings.seed, settings.final_histogram_bins
+    )
     reg.SetMovingInitialTransform(rigid)
     reg.SetInitialTransform(bspline, inPlace=True)
     reg.SetOptimizerAsLBFGSB(
