@@ -123,8 +123,7 @@ def test_partial_volume_on_boundary_voxels_equals_full_supersampling(grade):
     centre = np.asarray(pose.mri_to_ct.TransformPoint(tuple(map(float, pose.origin_lps))))
     grid = Grid.centred(centre, size=(64, 64, 40), spacing=(0.8, 0.8, 1.5))
     per_axis = phantom.CT_SUBSAMPLES
-    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in per_axis]
-    offsets = [tuple(o) for o in np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T]
+    offsets = [tuple(o) for o in phantom.subvoxel_offsets(per_axis)]
     every = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, offsets)
     full = phantom.CT_HU[every].mean(axis=0)
     centres = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)])[0]

@@ -538,6 +538,12 @@ def _tissue_on_grid(anatomy, grid: Grid, to_anatomy, offsets, cancel=None, chunk
     return out
 
 
+def subvoxel_offsets(per_axis) -> np.ndarray:
+    """(S, 3) index offsets of a regular ``per_axis`` (i, j, k) grid of points inside a voxel."""
+    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in per_axis]
+    return np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+
+
 def _partial_volume_mean(
     anatomy, grid: Grid, to_anatomy, centre_tissue, values, per_axis, cancel=None
 ) -> np.ndarray:
@@ -545,10 +551,9 @@ def _partial_volume_mean(
 
     ``values`` holds one value (or one row of channels) per tissue; the result has the grid's
     (k, j, i) shape followed by the channels. Only voxels next to a tissue change (any of the
-    26 neighbours of another class, from the centre classes ``centre_tissue``, or on the
-    grid's border) are subsampled:
-    elsewhere the voxel is one tissue (the result equals full supersampling; checked in the
-    tests).
+    26 neighbours of another class, from the centre classes ``centre_tissue``) or on the grid's
+    border are subsampled; elsewhere the voxel is one tissue. The result equals subsampling
+    every voxel (checked in the tests).
     """
     out = values[centre_tissue].astype(np.float64)
     differs = np.zeros(centre_tissue.shape, bool)
@@ -563,8 +568,7 @@ def _partial_volume_mean(
     kji = np.argwhere(differs)
     if not len(kji):
         return out
-    axes = [(np.arange(n) + 0.5) / n - 0.5 for n in per_axis]
-    offsets = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T  # (S, 3) ijk
+    offsets = subvoxel_offsets(per_axis)
     d = np.asarray(grid.direction, dtype=np.float64).reshape(3, 3) * np.asarray(grid.spacing)
     total = np.zeros((len(kji),) + values.shape[1:])
     for start in range(0, len(kji), 200_000):
@@ -649,12 +653,13 @@ def make_phantom(
     mri = Grid.centred(MRI_CENTRE_LPS, **MRI_GRID)
     centre = _tissue_on_grid(anatomy, mri, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)], cancel)[0]
     labels = TISSUE_TO_LABEL[centre]
+    contrasts = (("t2", T2_LEVELS), ("t1", T1_LEVELS))
     mixed = _partial_volume_mean(
         anatomy,
         mri,
         pose.anatomy_from_mri,
         centre,
-        np.stack([T2_LEVELS, T1_LEVELS], axis=1),
+        np.stack([levels for _, levels in contrasts], axis=1),
         MRI_SUBSAMPLES,
         cancel,
     )
@@ -662,8 +667,7 @@ def make_phantom(
     jj, ii = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
     bias = 1.0 + 0.08 * (jj - ny / 2) / ny + 0.05 * (ii - nx / 2) / nx  # smooth coil shading
     images = {}
-    for channel, name in enumerate(("t2", "t1")):
-        levels = (T2_LEVELS, T1_LEVELS)[channel]
+    for channel, (name, levels) in enumerate(contrasts):
         signal = mixed[..., channel] * bias[None]
         noisy = _rician(signal, 0.02 * levels.max(), rng)
         images[name] = mri.image(noisy.astype(np.float32))
