@@ -213,7 +213,12 @@ def print_table(rows):
     )
 
 
-CASES = ("t2-same", "t2-contrast", "phantom", "typical")
+CASES = {  # name -> the (label, fixed, moving, truth, points) pairs, from the parsed arguments
+    "t2-same": lambda args: t2_cases(args.n, contrast=False),
+    "t2-contrast": lambda args: t2_cases(args.n, contrast=True),
+    "phantom": lambda args: phantom_cases(args.seeds),
+    "typical": lambda args: typical_case(),
+}
 
 
 def main(argv=None) -> int:
@@ -249,15 +254,9 @@ def main(argv=None) -> int:
         f"cores: {os.cpu_count()}, SimpleITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}"
     )
     rows = []
-    makers = {
-        "t2-same": lambda: t2_cases(args.n, contrast=False),
-        "t2-contrast": lambda: t2_cases(args.n, contrast=True),
-        "phantom": lambda: phantom_cases(args.seeds),
-        "typical": typical_case,
-    }
-    for name in CASES:
+    for name, pairs in CASES.items():
         if name in args.cases and not (name == "typical" and args.no_typical):
-            run_case(name, makers[name](), elastix, rows, args.verbose)
+            run_case(name, pairs(args), elastix, rows, args.verbose)
     print_table(rows)
     return 0
 
