@@ -152,8 +152,6 @@ def write_labels_to_segmentation_node(
 ) -> None:
     """Replace the content of the cord/CSF/mass/bone segments with the labelmap's labels 1-4
     (a missing segment is created with its name, colour and terminology)."""
-    scene = segmentation_node.GetScene()
-    logic = ensure_segmentation_converters(scene)
     ids, labels = _segment_labels(segmentation_node)
     by_label = {
         label: sid for sid, label in zip(ids, labels, strict=True) if label in STRUCTURE_LABELS
@@ -170,14 +168,24 @@ def write_labels_to_segmentation_node(
     arr[~np.isin(arr, STRUCTURE_LABELS)] = 0
     image = sitk.GetImageFromArray(arr)
     image.CopyInformation(labelmap)
-    temp = add_volume_node(scene, image, "__mescc_result__", labelmap=True)
+    # label value n of the labelmap goes to the n-th id of the list: ids ordered 1..4
+    if not import_labelmap(segmentation_node, image, [by_label[lab] for lab in STRUCTURE_LABELS]):
+        raise ValueError("The grown labels could not be written into the segmentation.")
+
+
+def import_labelmap(segmentation_node, image: sitk.Image, segment_ids: Sequence[str]) -> bool:
+    """Replace the content of ``segment_ids`` with ``image``'s label values 1, 2, ... in that
+    order, through a temporary labelmap node (removed, with its display node). False when
+    Slicer refuses the import."""
+    scene = segmentation_node.GetScene()
+    logic = ensure_segmentation_converters(scene)
+    temp = add_volume_node(scene, image, "__mescc_import__", labelmap=True)
     try:
-        # label value n of the labelmap goes to the n-th id of the list: ids ordered 1..4
-        ordered = [by_label[label] for label in STRUCTURE_LABELS]
-        if not logic.ImportLabelmapToSegmentationNode(
-            temp, segmentation_node, _string_array(ordered)
-        ):
-            raise ValueError("The grown labels could not be written into the segmentation.")
+        return bool(
+            logic.ImportLabelmapToSegmentationNode(
+                temp, segmentation_node, _string_array(segment_ids)
+            )
+        )
     finally:
         display = temp.GetDisplayNode()
         scene.RemoveNode(temp)

@@ -353,7 +353,7 @@ def labels_from_segmentation_node(segmentation_node, reference_node=None) -> sit
 
 def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> None:
     """Seed strokes (1-4 structures, 5+ other) into the segmentation's segments."""
-    from .segmentation import write_labels_to_segmentation_node
+    from .segmentation import import_labelmap, write_labels_to_segmentation_node
 
     arr = sitk.GetArrayFromImage(seeds)
     write_labels_to_segmentation_node(segmentation_node, seeds, reference_node)
@@ -365,13 +365,5 @@ def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> N
             raise InputError("the segmentation has no 'other' segment for the background strokes")
         image = sitk.GetImageFromArray(other)
         image.CopyInformation(seeds)
-        scene = segmentation_node.GetScene()
-        temp = add_volume_node(scene, image, "__mescc_other__", labelmap=True)
-        try:
-            ids = vtk.vtkStringArray()
-            ids.InsertNextValue(other_id)
-            logic = ensure_segmentation_converters(scene)
-            if not logic.ImportLabelmapToSegmentationNode(temp, segmentation_node, ids):
-                raise InputError("the 'other' strokes could not be written into the segmentation")
-        finally:
-            scene.RemoveNode(temp)
+        if not import_labelmap(segmentation_node, image, [other_id]):
+            raise InputError("the 'other' strokes could not be written into the segmentation")
