@@ -15,7 +15,7 @@ Pass = TRE below 1 mm and below half a voxel (cube edge) of the coarser image.
 
 Run: ``.venv/bin/pip install -r benchmarks/requirements.txt`` then
 ``.venv/bin/python benchmarks/bench_registration.py [--n 20] [--no-elastix] [--no-typical]
-[--cases phantom ...]``.
+[--cases phantom ...] [--sampling-seeds K]``.
 elastix is used with ``GetDefaultParameterMap("rigid")``, only ``WriteResultImage`` set to
 false (we do not resample either); both programs use all cores of the machine (2 on the
 reference machine).
@@ -47,13 +47,20 @@ DATA = ROOT.parent / "shared" / "data"
 class Elastix:
     """itk-elastix with the default rigid parameter map (imported once, outside the timings)."""
 
+    DEFAULT_SEED = 121212  # elastix's own default RandomSeed
+
     def __init__(self):
         import itk
 
         self.itk = itk
-        params = itk.ParameterObject.New()
+        self.set_seed(self.DEFAULT_SEED)
+
+    def set_seed(self, seed: int) -> None:
+        """The default rigid map with ``RandomSeed`` set (the sampler's random points)."""
+        params = self.itk.ParameterObject.New()
         rigid = params.GetDefaultParameterMap("rigid")
         rigid["WriteResultImage"] = ["false"]
+        rigid["RandomSeed"] = [str(seed)]
         params.AddParameterMap(rigid)
         self.params = params
 
@@ -145,14 +152,14 @@ def bound_mm(fixed, moving) -> float:
     return min(1.0, 0.5 * max(reg.voxel_size_mm(fixed), reg.voxel_size_mm(moving)))
 
 
-def run_case(name, cases, elastix, rows, verbose):
+def run_case(name, cases, elastix, rows, verbose, settings=None):
     results = []
     for label, fixed, moving, truth, points in cases:
         bound = bound_mm(fixed, moving)
         t0 = time.perf_counter()
         c0 = time.process_time()
         try:
-            ours = reg.register(fixed, moving)
+            ours = reg.register(fixed, moving, settings=settings)
             our_tre = reg.tre_mm(ours.transform, truth, points)
         except Exception as exc:  # a failure counts as a miss, with its reason
             our_tre = float("inf")
@@ -213,6 +220,22 @@ def print_table(rows):
     )
 
 
+def print_seed_summary(rows, k: int) -> None:
+    """Per case, the spread of the median TRE and of the time ratio over the ``k`` sampler seeds."""
+    print(f"over {k} sampler seeds (#0 = each program's default):")
+    cases = dict.fromkeys(row["case"].rsplit(" #", 1)[0] for row in rows)
+    for case in cases:
+        group = [row for row in rows if row["case"].rsplit(" #", 1)[0] == case]
+        ours = np.array([row["our_tre"] for row in group])
+        theirs = np.array([row["el_tre"] for row in group])
+        ratio = np.array([row["our_s"] / row["el_s"] for row in group])
+        print(
+            f"  {case:12s} median TRE ours {np.median(ours):.3f} ({ours.min():.3f}-{ours.max():.3f}), "
+            f"elastix {np.median(theirs):.3f} ({theirs.min():.3f}-{theirs.max():.3f}); "
+            f"time ratio {np.median(ratio):.2f} ({ratio.min():.2f}-{ratio.max():.2f})"
+        )
+
+
 CASES = {  # name -> the (label, fixed, moving, truth, points) pairs, from the parsed arguments
     "t2-same": lambda args: t2_cases(args.n, contrast=False),
     "t2-contrast": lambda args: t2_cases(args.n, contrast=True),
@@ -238,8 +261,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=list(range(20)), help="phantom seeds (default 0-19)"
     )
+    parser.add_argument(
+        "--sampling-seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="repeat each case with K seeds of both programs' random samplers (default 1: "
+        "each program's default seed); the TRE of a sampled metric moves with its sample set",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="one line per registration")
     args = parser.parse_args(argv)
+    if args.sampling_seeds < 1:
+        parser.error("--sampling-seeds must be at least 1")
     elastix = None
     if not args.no_elastix:
         try:
@@ -254,10 +287,25 @@ def main(argv=None) -> int:
         f"cores: {os.cpu_count()}, SimpleITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}"
     )
     rows = []
+    default_seed = reg.RegistrationSettings().seed
     for name, pairs in CASES.items():
-        if name in args.cases and not (name == "typical" and args.no_typical):
-            run_case(name, pairs(args), elastix, rows, args.verbose)
+        if name not in args.cases or (name == "typical" and args.no_typical):
+            continue
+        cases = list(pairs(args))
+        for k in range(args.sampling_seeds):
+            if elastix is not None:
+                elastix.set_seed(Elastix.DEFAULT_SEED + k)
+            run_case(
+                name if args.sampling_seeds == 1 else f"{name} #{k}",
+                cases,
+                elastix,
+                rows,
+                args.verbose,
+                settings=reg.RegistrationSettings(seed=default_seed + k),
+            )
     print_table(rows)
+    if args.sampling_seeds > 1:
+        print_seed_summary(rows, args.sampling_seeds)
     return 0
 
 

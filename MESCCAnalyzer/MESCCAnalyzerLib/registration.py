@@ -56,13 +56,14 @@ class RegistrationSettings:
     expensive samples only pay for the last few steps). Both runs then draw their samples among
     the ``precision_edge_fraction`` of the region's voxels with the strongest gradient.
     Smoothing: ``smoothing_fraction`` x voxel size at coarse levels, ``final_smoothing_mm`` at
-    full resolution. Checks: ``min_valid_fraction`` of the samples inside the moving image,
+    full resolution, along the axes where that is at least ``min_smoothing_voxels`` voxels.
+    Checks: ``min_valid_fraction`` of the samples inside the moving image,
     ``min_mutual_information`` nat above chance.
     B-spline: control grid ``bspline_grid_mm``, ``bspline_iterations``, ``bspline_samples``.
     """
 
     level_spacings_mm: tuple[float, ...] = (6.0, 3.0, 0.0)
-    samples_per_level: int = 5000
+    samples_per_level: int = 3000
     final_samples: int = 12000
     approach_samples: int = 6000
     precision_sample_fraction: float = 0.05
@@ -82,6 +83,7 @@ class RegistrationSettings:
     min_mutual_information: float = 0.05
     smoothing_fraction: float = 0.5
     final_smoothing_mm: float = 0.5
+    min_smoothing_voxels: float = 0.4
     final_step_mm: float = 1.0
     bspline_grid_mm: float = 40.0
     bspline_iterations: int = 20
@@ -305,18 +307,18 @@ def sample_linear(image: sitk.Image, points_lps: np.ndarray) -> np.ndarray:
     if not inside.any():
         return out
     p = ijk[inside]
-    base = np.minimum(np.floor(p).astype(int), size - 2).clip(0)
+    base = np.minimum(np.floor(p).astype(np.int64), size - 2).clip(0)
     frac = p - base
+    # flat indices into the (k, j, i) array: one gather per corner
+    flat_arr = arr.ravel()
+    flat = (base[:, 2] * size[1] + base[:, 1]) * size[0] + base[:, 0]
+    weights = [(1.0 - frac[:, a], frac[:, a]) for a in range(3)]
     value = np.zeros(len(p))
-    for di in (0, 1):
+    for dk in (0, 1):
         for dj in (0, 1):
-            for dk in (0, 1):
-                w = (
-                    (frac[:, 0] if di else 1 - frac[:, 0])
-                    * (frac[:, 1] if dj else 1 - frac[:, 1])
-                    * (frac[:, 2] if dk else 1 - frac[:, 2])
-                )
-                value += w * arr[base[:, 2] + dk, base[:, 1] + dj, base[:, 0] + di]
+            w_kj = weights[2][dk] * weights[1][dj]
+            row = flat + (dk * size[1] + dj) * size[0]
+            value += w_kj * (weights[0][0] * flat_arr[row] + weights[0][1] * flat_arr[row + 1])
     out[inside] = value
     return out
 
@@ -483,8 +485,8 @@ def _build_pyramid(
             settings.smoothing_fraction * spacing if spacing > 0 else settings.final_smoothing_mm
         )
         if sigma > 0:
-            f_l = sitk.SmoothingRecursiveGaussian(f_l, sigma)
-            moving_l = sitk.SmoothingRecursiveGaussian(moving_l, sigma)
+            f_l = _smooth(f_l, sigma, settings.min_smoothing_voxels)
+            moving_l = _smooth(moving_l, sigma, settings.min_smoothing_voxels)
         levels.append(_Level(spacing, f_l, m_l, moving_l, region))
     if not levels:
         raise InputError("the fixed region is too small to register", hint="enlarge the fixed mask")
@@ -494,6 +496,25 @@ def _build_pyramid(
             hint="enlarge the fixed mask",
         )
     return levels
+
+
+def _smooth(image: sitk.Image, sigma_mm: float, min_voxels: float) -> sitk.Image:
+    """Gaussian smoothing (recursive, ``sigma_mm``) along each axis whose spacing is at most
+    ``sigma_mm / min_voxels``.
+
+    Along coarser axes it is left out: a Gaussian narrower than 0.4 voxel gives the neighbours
+    under 5 % weight (exp(-1 / (2 * 0.4**2)) = 0.044), less than the linear interpolation of the
+    metric blurs anyway, and each axis costs a full pass over the image. Measured (README,
+    registration benchmark): on the phantom (2 mm MRI slices, 1.5 mm CT slices, 0.5 mm sigma)
+    7 % less time and no loss of accuracy; the contrast-changed T2 (1.3 mm voxels, noise) is
+    then smoothed on the fixed side only, and registers slightly better.
+    """
+    for axis, spacing in enumerate(image.GetSpacing()):
+        if sigma_mm >= min_voxels * spacing:
+            image = sitk.RecursiveGaussian(
+                image, sigma_mm, False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis
+            )
+    return image
 
 
 def _factors(big: sitk.Image, small: sitk.Image) -> list[int]:
