@@ -17,7 +17,8 @@ Run: ``.venv/bin/pip install -r benchmarks/requirements.txt`` then
 ``.venv/bin/python benchmarks/bench_registration.py [--n 20] [--no-elastix] [--no-typical]
 [--cases phantom ...] [--sampling-seeds K]``.
 elastix is used with ``GetDefaultParameterMap("rigid")``, only ``WriteResultImage`` set to
-false (we do not resample either); both programs use all cores of the machine (2 on the
+false (we do not resample either) and ``RandomSeed`` written out (its default, 121212, unless
+``--sampling-seeds`` asks for more); both programs use all cores of the machine (2 on the
 reference machine).
 """
 
