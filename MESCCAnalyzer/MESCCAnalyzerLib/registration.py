@@ -653,7 +653,7 @@ def _on_edges(level: _Level, settings: RegistrationSettings) -> _Level:
 
 
 def _mattes_method(
-    level: _Level, settings: RegistrationSettings, wanted: int, seed: int, bins: int
+    level: _Level, settings: RegistrationSettings, wanted: int, bins: int
 ) -> tuple[sitk.ImageRegistrationMethod, int]:
     """A registration method with the Mattes metric on ``wanted`` random samples of the
     level's region (all of it when smaller), its mask, and linear interpolation."""
@@ -661,7 +661,7 @@ def _mattes_method(
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     if level.region_voxels > wanted:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(wanted / level.region_voxels, seed)
+        reg.SetMetricSamplingPercentage(wanted / level.region_voxels, settings.seed)
         samples = wanted
     else:
         reg.SetMetricSamplingStrategy(reg.NONE)
@@ -697,7 +697,7 @@ def _method(
         bins = settings.final_histogram_bins
         step = settings.final_step_mm
         min_step = settings.precision_step_mm / 4.0 if handover else settings.min_step_mm
-    reg, samples = _mattes_method(level, settings, wanted, settings.seed, bins)
+    reg, samples = _mattes_method(level, settings, wanted, bins)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
         minStep=min_step,
@@ -749,7 +749,7 @@ def _evaluate(level: _Level, settings: RegistrationSettings, transform: sitk.Tra
     """The metric of ``transform`` at ``level`` on ``samples_per_level`` samples, a report
     figure (one optimiser iteration reports the start value)."""
     reg, _ = _mattes_method(
-        level, settings, settings.samples_per_level, settings.seed, settings.final_histogram_bins
+        level, settings, settings.samples_per_level, settings.final_histogram_bins
     )
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=settings.precision_step_mm, minStep=settings.min_step_mm, numberOfIterations=1
@@ -977,8 +977,8 @@ def register(
     # Excess over chance, measured: white noise against the real T2 0.001 nat, smoothed noise
     # 0.012; the real T1/T2 pair 0.107, the phantom's CT/T2 0.58. Threshold 0.05.
     mi, mi_chance = shared_information_nats(
-        levels[-1].fixed,
-        levels[-1].moving,
+        whole.fixed,
+        whole.moving,
         transform,
         _region_points(whole.fixed, whole.mask, 20000),
     )
@@ -1040,7 +1040,7 @@ def _bspline_refinement(level: _Level, rigid: sitk.Euler3DTransform, settings, p
     mesh = [max(1, int(round(e / settings.bspline_grid_mm))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(level.fixed, mesh, order=3)
     reg, samples = _mattes_method(
-        level, settings, settings.bspline_samples, settings.seed, settings.final_histogram_bins
+        level, settings, settings.bspline_samples, settings.final_histogram_bins
     )
     reg.SetMovingInitialTransform(rigid)
     reg.SetInitialTransform(bspline, inPlace=True)
