@@ -191,7 +191,7 @@ def test_phantom_command_refuses_a_folder_that_is_not_a_phantom(tmp_path, capsys
     (tmp_path / "mine.txt").write_text("precious")
     assert main(["phantom", "--out", str(tmp_path), "--grade", "1a"]) == 2
     err = capsys.readouterr().err
-    assert str(tmp_path) in err and "not a phantom folder" in err
+    assert str(tmp_path) in err and "not written by mescc" in err
     assert (tmp_path / "mine.txt").read_text() == "precious"
     assert main(["phantom", "--out", str(tmp_path / "new"), "--grade", "4"]) == 2
 

@@ -9,6 +9,15 @@ from __future__ import annotations
 import os
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name) shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 class MESCCError(ValueError):
     """A problem with the user's input or request, with an optional file and fixing hint."""
 
@@ -22,7 +31,7 @@ class MESCCError(ValueError):
         text = f"{self.path}: {self.message}" if self.path else self.message
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return printable(text)
 
 
 class InputError(MESCCError):

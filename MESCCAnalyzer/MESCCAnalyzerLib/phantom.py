@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .outputs import atomic_dir
+from .outputs import atomic_dir, check_output_dir, save_image
 from .progress import CancelCallback, ProgressCallback, check, no_progress
 
 GRADES = ("0", "1a", "1b", "1c", "2", "3")
@@ -927,18 +927,10 @@ def write_phantom(
 ) -> Path:
     """Generate the phantom and write its files into ``out_dir`` (atomically, as a whole).
 
-    ``out_dir`` must be new, empty, or a previous phantom folder (it has a ``truth.json``):
-    any other existing folder is refused so that no user data is overwritten.
+    ``out_dir`` must be new, empty, or a folder mescc wrote: any other existing folder is
+    refused (before the phantom is made) so that no user data is overwritten.
     """
-    out = Path(out_dir)
-    if out.exists() and (
-        not out.is_dir() or (any(out.iterdir()) and not (out / "truth.json").is_file())
-    ):
-        raise InputError(
-            "exists and is not a phantom folder",
-            path=out,
-            hint="give a new folder for --out",
-        )
+    out = check_output_dir(out_dir)
     progress = progress or no_progress
     study = make_phantom(grade, seed, progress=lambda f, m: progress(0.8 * f, m), cancel=cancel)
     check(cancel)
@@ -948,7 +940,7 @@ def write_phantom(
     frame_uid = _uid(f"frame-scanner-{patient_id}")
     with atomic_dir(out) as tmp:
         for name in ("t2", "t1", "ct", "labels"):
-            sitk.WriteImage(getattr(study, name), str(tmp / f"{name}.nii.gz"), True)
+            save_image(getattr(study, name), tmp / f"{name}.nii.gz")
         encoded = write_pet_dicom(
             study.pet_suv,
             tmp / "pet_dicom",
@@ -957,7 +949,7 @@ def write_phantom(
             frame_uid=frame_uid,
             seed=seed,
         )
-        sitk.WriteImage(sitk.Cast(encoded, sitk.sitkFloat32), str(tmp / "pet_suv.nii.gz"), True)
+        save_image(sitk.Cast(encoded, sitk.sitkFloat32), tmp / "pet_suv.nii.gz")
         sitk.WriteTransform(study.mri_to_ct, str(tmp / "mri_to_ct.tfm"))
         truth = dict(study.truth)
         truth["patient_id"] = patient_id

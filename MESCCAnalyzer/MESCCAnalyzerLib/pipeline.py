@@ -14,7 +14,6 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .errors import InputError
 from .outputs import atomic_dir
 from .progress import CancelCallback, check
 
@@ -224,8 +223,6 @@ def write_analysis(
     from .segfile import write_seg_nrrd
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=out)
     with atomic_dir(out) as tmp:
         write_metrics(result.metrics, tmp)
         write_seg_nrrd(result.labels, tmp / "segmentation.seg.nrrd")

@@ -377,14 +377,19 @@ def write_model(poly: vtk.vtkPolyData, path: str | os.PathLike) -> None:
     space.InsertNextValue("LPS")
     fd.AddArray(space)
     out.SetFieldData(fd)
+    # Serialised in memory and written by Python: VTK's own file writing crashes or reports
+    # success when the disk fills (vtk 9.6), Python raises the operating system's error.
+    writer = vtk.vtkXMLPolyDataWriter()
+    writer.SetWriteToOutputString(True)
+    writer.SetInputData(out)
+    writer.SetDataModeToBinary()
+    writer.SetCompressorTypeToZLib()
+    if not writer.Write():
+        raise RuntimeError(f"the model could not be serialised for {path}")
+    data = writer.GetOutputString()  # binary mode: base64 inside the XML, plain ASCII
     with atomic_path(path) as tmp:
-        writer = vtk.vtkXMLPolyDataWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetInputData(out)
-        writer.SetDataModeToBinary()
-        writer.SetCompressorTypeToZLib()
-        if not writer.Write():
-            raise OSError(f"could not write {path}")
+        with open(tmp, "wb") as handle:
+            handle.write(data.encode("ascii"))
 
 
 def read_model(path: str | os.PathLike) -> vtk.vtkPolyData:

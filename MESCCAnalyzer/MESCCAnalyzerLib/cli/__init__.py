@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from .. import __version__
-from ..errors import Cancelled, MESCCError
+from ..errors import Cancelled, MESCCError, printable
 from .terminal import Terminal
 
 # Order shown in ``mescc --help``; a module missing here is simply not offered.
@@ -74,7 +74,23 @@ def build_parser():
     return parser
 
 
+def _streams_never_fail() -> None:
+    """A terminal that cannot show a character (PYTHONIOENCODING=ascii) gets it escaped."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error (permission, missing file, full disk...)."""
+    where = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc)
+    return printable(f"{where}: {reason}" if where is not None else reason)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _streams_never_fail()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -93,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     except MESCCError as exc:
         term.abort()
         print(f"mescc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        term.abort()
+        print(f"mescc {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        term.abort()
+        print(f"mescc {args.command}: error: not enough memory for these inputs", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         term.abort()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from ..outputs import guard_outputs
+from ..outputs import check_output_dir, guard_outputs
 
 HELP = "register, convert PET to SUV, segment from seeds, measure, and write the report and scene"
 DESCRIPTION = (
@@ -82,6 +82,7 @@ def run_and_write(request, out: Path, term, *, no_scene: bool = False):
     if request.smoothing_mm < 0:
         raise InputError(f"--smoothing must be >= 0 mm, got {request.smoothing_mm}")
     guard_outputs([out], request.inputs())
+    check_output_dir(out)
     scene_writer = scene_writer_or_none(no_scene)
     result = run_analysis(request, stage=term.stage, progress=term.progress)
     term.stage("write")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..outputs import write_image
+from ..outputs import claim_dir, write_image
 from ..phantom import GRADES, write_phantom
 
 HELP = "the synthetic study end to end: phantom, seeds from its truth, analysis, report"
@@ -34,11 +32,7 @@ def run(args, term) -> int:
     from ..seeds import strokes_from_labels
     from .analyze_cmd import print_summary, run_and_write
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not (out / "study" / "truth.json").is_file():
-        raise InputError(
-            "exists and is not a previous demo folder", path=out, hint="give a new folder for --out"
-        )
+    out = claim_dir(args.out)
     term.stage("phantom")
     study = write_phantom(out / "study", args.grade, args.seed, progress=term.progress)
     term.stage("seeds")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .. import metrics as metrics_lib
 from ..errors import InputError, MESCCError
-from ..outputs import guard_outputs
+from ..outputs import atomic_dir, check_output_dir, guard_outputs
 from .args import positive_float
 
 HELP = "3D cord compression metrics (MSCC, MCC, CSA, ...), Bilsky grade and surface models"
@@ -59,8 +59,7 @@ def run(args, term) -> int:
         [out, out / "metrics.json", out / "sections.csv", out / "models"],
         [p for p in (labels_path, pet_path) if p],
     )
-    if out.exists() and not out.is_dir():
-        raise InputError("the output exists and is not a folder", path=out)
+    check_output_dir(out)
 
     term.stage("load")
     labels = _load(labels_path, "labelmap")
@@ -79,7 +78,8 @@ def run(args, term) -> int:
         timer=term.stage,
     )
     term.stage("write")
-    metrics_lib.write_metrics(result, out)
+    with atomic_dir(out) as tmp:
+        metrics_lib.write_metrics(result, tmp)
     term.finish()
     m = result.metrics
     print(f"Bilsky grade {m['bilsky_grade']}: {m['bilsky_reason']}")

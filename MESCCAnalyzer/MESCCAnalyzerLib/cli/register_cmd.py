@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from .. import registration
 from ..errors import InputError
 from ..markups import read_landmark_pairs
-from ..outputs import atomic_path, guard_outputs, write_image, write_json
+from ..outputs import atomic_path, check_output_file, guard_outputs, write_image, write_json
 from ..study import load_image
 
 HELP = "register the CT (and the PET riding with it) to the MRI: rigid, optionally B-spline"
@@ -168,6 +168,8 @@ def run(args, term) -> int:
         landmarks_path,
     ]
     guard_outputs([transform_path, report_path, *resampled.values()], inputs)
+    for target in (transform_path, report_path, *resampled.values()):
+        check_output_file(target)
 
     # --- read and check everything before any computation or writing --------------------
     term.stage("load")

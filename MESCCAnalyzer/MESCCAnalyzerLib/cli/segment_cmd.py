@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..outputs import guard_outputs, write_image
+from ..outputs import check_output_file, guard_outputs, write_image
 
 HELP = "seeded segmentation of cord, CSF, epidural mass and bone (grow from seeds)"
 DESCRIPTION = (
@@ -74,6 +74,9 @@ def run(args, term) -> int:
         raise InputError(f"--smoothing must be >= 0 mm, got {args.smoothing}")
     inputs = [*args.image, args.seeds, args.roi]
     guard_outputs([out, seg_out], [p for p in inputs if p])
+    for target in (out, seg_out):
+        if target is not None:
+            check_output_file(target)
 
     term.stage("load")
     images = [_load(p) for p in args.image]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import suv
 from ..errors import InputError
-from ..outputs import guard_outputs, write_image, write_json
+from ..outputs import check_output_file, guard_outputs, write_image, write_json
 from .args import positive_float
 
 HELP = "convert a PET DICOM series to SUV (bw, lbm or bsa) with QIBA decay correction"
@@ -91,6 +91,8 @@ def run(args, term) -> int:
         )
     outputs = [out] + ([Path(args.info_json)] if args.info_json else [])
     guard_outputs(outputs, [args.pet])
+    for target in outputs:
+        check_output_file(target)
     overrides = suv.SUVOverrides(
         weight_kg=args.weight_kg,
         dose_bq=args.dose_mbq * 1e6 if args.dose_mbq is not None else None,
