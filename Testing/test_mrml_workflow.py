@@ -8,7 +8,9 @@ import SimpleITK as sitk
 import slicer
 
 from MESCCAnalyzerLib.errors import InputError
-from MESCCAnalyzerLib.mrml.workflow import Workflow, labels_from_segmentation_node, roi_mask_on
+from MESCCAnalyzerLib.mrml.registration import roi_mask_on
+from MESCCAnalyzerLib.mrml.segmentation import labels_from_segmentation_node
+from MESCCAnalyzerLib.mrml.workflow import Workflow
 from MESCCAnalyzerLib.registration import tre_mm
 
 

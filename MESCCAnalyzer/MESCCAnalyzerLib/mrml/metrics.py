@@ -26,6 +26,9 @@ import vtk
 
 from ..metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
 from ..surfaces import lps_to_ras_polydata
+from .nodes import image_from_volume_node
+from .registration import volume_on_grid
+from .segmentation import labels_from_segmentation_node
 
 DISTANCE_RANGE_MM = (0.0, 10.0)
 COLOR_NODE_NAME = "MESCC distance (mm)"
@@ -223,11 +226,7 @@ def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") ->
 
 
 def _labels_from_node(node, reference_node=None):
-    from .nodes import image_from_volume_node
-
     if node.IsA("vtkMRMLSegmentationNode"):
-        from .workflow import labels_from_segmentation_node
-
         return labels_from_segmentation_node(node, reference_node)
     if node.IsA("vtkMRMLVolumeNode"):
         return image_from_volume_node(node)
@@ -245,8 +244,6 @@ def compute_metrics_nodes(
     parent transform (e.g. the PET-to-MRI registration). ``reference_node``: the
     volume whose grid a segmentation node is exported onto (its source volume by default).
     """
-    from .workflow import volume_on_grid
-
     labels = _labels_from_node(labels_node, reference_node)
     pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
     result = compute_metrics(labels, pet, progress=progress, cancel=cancel)

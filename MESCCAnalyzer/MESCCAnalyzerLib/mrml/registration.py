@@ -22,8 +22,17 @@ import vtk
 
 from .. import registration
 from ..errors import InputError
+from ..outputs import atomic_path
 from ..progress import CancelCallback, ProgressCallback
-from .nodes import image_from_volume_node, lps_to_ras, numpy_matrix, ras_to_lps, vtk_matrix
+from ..surfaces import index_to_lps_matrix
+from .nodes import (
+    LPS_TO_RAS,
+    image_from_volume_node,
+    lps_to_ras,
+    numpy_matrix,
+    ras_to_lps,
+    vtk_matrix,
+)
 
 PET_COLOR_NAME = "PET-Heat"
 
@@ -194,8 +203,6 @@ def show_pet_overlay(
 
 def save_transform(node, path: str | os.PathLike) -> Path:
     """Write a linear transform node as an ITK ``.tfm`` (fixed LPS -> moving LPS), atomically."""
-    from ..outputs import atomic_path
-
     if not node.IsLinear():
         raise InputError(
             "only linear transform nodes can be saved here",
@@ -204,3 +211,48 @@ def save_transform(node, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         sitk.WriteTransform(itk_linear_transform_from_node(node), str(tmp))
     return Path(path)
+
+
+def control_points_lps(markups_node) -> np.ndarray:
+    points = []
+    for i in range(markups_node.GetNumberOfControlPoints()):
+        ras = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPosition(i, ras)
+        points.append((-ras[0], -ras[1], ras[2]))
+    return np.asarray(points, dtype=float).reshape(-1, 3)
+
+
+def roi_mask_on(reference: sitk.Image, roi_node) -> sitk.Image:
+    """A mask on ``reference``'s grid: 1 inside the (axis-aligned in RAS) markups ROI box."""
+    bounds = [0.0] * 6
+    roi_node.GetRASBounds(bounds)
+    lo_ras, hi_ras = np.array(bounds[0::2]), np.array(bounds[1::2])
+    size = reference.GetSize()
+    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
+    ijk1 = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)], axis=1)
+    ras = ijk1 @ (LPS_TO_RAS @ index_to_lps_matrix(reference)).T[:, :3]
+    inside = np.all((ras >= lo_ras) & (ras <= hi_ras), axis=1).reshape(size[::-1])
+    if not inside.any():
+        raise InputError(
+            "the region of interest does not overlap the MRI",
+            hint="move the ROI box onto the lesion level",
+        )
+    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
+    mask.CopyInformation(reference)
+    return mask
+
+
+def volume_on_grid(volume_node, reference: sitk.Image) -> sitk.Image:
+    """A volume resampled onto ``reference``'s grid through its parent (linear) transform."""
+    image = image_from_volume_node(volume_node)
+    parent = volume_node.GetParentTransformNode()
+    if parent is None:
+        transform = sitk.Transform()
+    elif parent.IsTransformToWorldLinear():
+        transform = itk_linear_transform_from_node(parent)
+    else:
+        raise InputError(
+            f"'{volume_node.GetName()}' is under a non-linear transform",
+            hint="harden the transform (Transforms module) before measuring",
+        )
+    return registration.resample_onto(image, reference, transform, default_value=0.0)

@@ -22,6 +22,7 @@ import slicer
 import vtk
 
 from ..errors import InputError
+from .metrics import add_metrics_nodes
 from .nodes import add_volume_node, ensure_segmentation_converters
 from .registration import set_transform_from_itk, show_pet_overlay
 from .segmentation import create_mescc_segmentation_node, write_labels_to_segmentation_node
@@ -123,17 +124,11 @@ def add_analysis_nodes(scene, result) -> AnalysisNodes:
             )
     nodes.segmentation = create_mescc_segmentation_node(scene, mri)
     write_labels_to_segmentation_node(nodes.segmentation, result.labels, mri)
-    nodes.metrics = _add_metrics(scene, result)
+    nodes.metrics = add_metrics_nodes(scene, result.metrics)
     worst = result.metrics.metrics.get("worst_section_lps_mm")
     if worst is not None:
         focus_views(scene, worst)
     return nodes
-
-
-def _add_metrics(scene, result):
-    from .metrics import add_metrics_nodes
-
-    return add_metrics_nodes(scene, result.metrics)
 
 
 def _storable_nodes(scene):

@@ -15,9 +15,15 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from ..errors import InputError
 from ..segfile import OTHER_SEGMENT, SEGMENTS
 from ..segmentation import STRUCTURE_LABELS, SeedGrower, label_from_text
-from .nodes import add_volume_node, ensure_segmentation_converters, image_from_volume_node
+from .nodes import (
+    add_volume_node,
+    ensure_segmentation_converters,
+    image_from_volume_node,
+    set_geometry_from_ras,
+)
 
 
 def _terminology_string(info) -> str:
@@ -191,3 +197,49 @@ def import_labelmap(segmentation_node, image: sitk.Image, segment_ids: Sequence[
         scene.RemoveNode(temp)
         if display is not None and display.GetScene() is not None:
             scene.RemoveNode(display)
+
+
+def _reference_volume_for(segmentation_node):
+    """A temporary volume node with the segmentation's reference geometry (caller removes it)."""
+    geometry = segmentation_node.GetSegmentation().GetConversionParameter(
+        "Reference image geometry"
+    )
+    image_data = slicer.vtkOrientedImageData()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image_data, False)
+    m = vtk.vtkMatrix4x4()
+    image_data.GetImageToWorldMatrix(m)
+    image = sitk.Image([int(d) for d in image_data.GetDimensions()], sitk.sitkUInt8)
+    set_geometry_from_ras(image, m)
+    return add_volume_node(segmentation_node.GetScene(), image, "__mescc_reference__")
+
+
+def labels_from_segmentation_node(segmentation_node, reference_node=None) -> sitk.Image:
+    """Labels 1 cord, 2 CSF, 3 mass, 4 bone (by segment name) on the reference volume's grid."""
+    temporary = reference_node is None
+    reference = _reference_volume_for(segmentation_node) if temporary else reference_node
+    try:
+        labels = seeds_from_segmentation_node(segmentation_node, reference)
+    finally:
+        if temporary:
+            segmentation_node.GetScene().RemoveNode(reference)
+    arr = sitk.GetArrayFromImage(labels)
+    arr[arr > 4] = 0  # "other" segments are not structures
+    out = sitk.GetImageFromArray(arr.astype(np.uint8))
+    out.CopyInformation(labels)
+    return out
+
+
+def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> None:
+    """Seed strokes (1-4 structures, 5+ other) into the segmentation's segments."""
+    arr = sitk.GetArrayFromImage(seeds)
+    write_labels_to_segmentation_node(segmentation_node, seeds, reference_node)
+    other = (arr > 4).astype(np.uint8)
+    if other.any():
+        segmentation = segmentation_node.GetSegmentation()
+        other_id = segmentation.GetSegmentIdBySegmentName("other")
+        if not other_id:
+            raise InputError("the segmentation has no 'other' segment for the background strokes")
+        image = sitk.GetImageFromArray(other)
+        image.CopyInformation(seeds)
+        if not import_labelmap(segmentation_node, image, [other_id]):
+            raise InputError("the 'other' strokes could not be written into the segmentation")

@@ -12,6 +12,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..phantom import write_phantom
 from ..progress import CancelCallback, ProgressCallback, sub_progress
+from ..study import load_image
+from ..suv import pet_to_suv
 from .nodes import add_volume_node
 
 
@@ -52,8 +54,6 @@ def load_study_folder(
     scene, folder: str | os.PathLike, *, progress: ProgressCallback | None = None
 ) -> StudyNodes:
     """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels)."""
-    from ..study import load_image
-    from ..suv import pet_to_suv
 
     folder = Path(folder)
     t2_path = folder / "t2.nii.gz"

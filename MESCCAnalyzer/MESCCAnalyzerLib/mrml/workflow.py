@@ -15,18 +15,28 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import slicer
-import vtk
 
 from ..errors import InputError
-from ..surfaces import index_to_lps_matrix
+from ..metrics import compute_metrics
+from ..report import ReportInputs, write_report
+from ..seeds import strokes_from_labels
+from ..segmentation import STRUCTURE_LABELS, SeedGrower
+from ..suv import pet_to_suv
+from .metrics import add_metrics_nodes
 from .nodes import (
-    LPS_TO_RAS,
     add_volume_node,
     ensure_segmentation_converters,
     image_from_volume_node,
-    set_geometry_from_ras,
     update_volume_node,
+)
+from .registration import control_points_lps, register_volumes, roi_mask_on, volume_on_grid
+from .scene import ensure_views, focus_views
+from .segmentation import (
+    create_mescc_segmentation_node,
+    labels_from_segmentation_node,
+    seeds_from_segmentation_node,
+    write_labels_to_segmentation_node,
+    write_seed_labels,
 )
 from .study import load_phantom_study
 
@@ -38,35 +48,6 @@ class RegistrationOutcome:
     transform_node: object
     result: object  # registration.RegistrationResult
     quality_text: str
-
-
-def _control_points_lps(markups_node) -> np.ndarray:
-    points = []
-    for i in range(markups_node.GetNumberOfControlPoints()):
-        ras = [0.0, 0.0, 0.0]
-        markups_node.GetNthControlPointPosition(i, ras)
-        points.append((-ras[0], -ras[1], ras[2]))
-    return np.asarray(points, dtype=float).reshape(-1, 3)
-
-
-def roi_mask_on(reference: sitk.Image, roi_node) -> sitk.Image:
-    """A mask on ``reference``'s grid: 1 inside the (axis-aligned in RAS) markups ROI box."""
-    bounds = [0.0] * 6
-    roi_node.GetRASBounds(bounds)
-    lo_ras, hi_ras = np.array(bounds[0::2]), np.array(bounds[1::2])
-    size = reference.GetSize()
-    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in size[::-1]), indexing="ij")
-    ijk1 = np.stack([ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)], axis=1)
-    ras = ijk1 @ (LPS_TO_RAS @ index_to_lps_matrix(reference)).T[:, :3]
-    inside = np.all((ras >= lo_ras) & (ras <= hi_ras), axis=1).reshape(size[::-1])
-    if not inside.any():
-        raise InputError(
-            "the region of interest does not overlap the MRI",
-            hint="move the ROI box onto the lesion level",
-        )
-    mask = sitk.GetImageFromArray(inside.astype(np.uint8))
-    mask.CopyInformation(reference)
-    return mask
 
 
 class Workflow:
@@ -82,8 +63,6 @@ class Workflow:
     # -- 1. study -----------------------------------------------------------------------------
     def load_sample(self, folder, *, grade="2", seed=0, progress=None, cancel=None):
         """The phantom as the study, plus a segmentation holding seed strokes from its truth."""
-        from ..seeds import strokes_from_labels
-
         nodes = load_phantom_study(
             self.scene, folder, grade=grade, seed=seed, progress=progress, cancel=cancel
         )
@@ -98,8 +77,6 @@ class Workflow:
 
     def convert_pet_to_suv(self, pet_node, files):
         """Replace a PET volume's Bq/ml voxels by SUVbw computed from its DICOM files."""
-        from ..suv import pet_to_suv
-
         if pet_node is None:
             raise InputError("choose the PET volume first")
         if not files:
@@ -133,8 +110,6 @@ class Workflow:
         progress=None,
         cancel=None,
     ) -> RegistrationOutcome:
-        from .registration import register_volumes
-
         if preset not in PRESETS:
             raise InputError(
                 f"unknown registration preset {preset!r}",
@@ -156,8 +131,8 @@ class Workflow:
                     "landmarks come in pairs: give both the MRI and the CT point lists"
                 )
             fixed_pts, moving_pts = (
-                _control_points_lps(fixed_landmarks),
-                _control_points_lps(moving_landmarks),
+                control_points_lps(fixed_landmarks),
+                control_points_lps(moving_landmarks),
             )
             if len(fixed_pts) != len(moving_pts) or len(fixed_pts) < 3:
                 raise InputError(
@@ -191,8 +166,6 @@ class Workflow:
 
     # -- 3. segmentation ------------------------------------------------------------------------
     def create_segmentation(self, mri_node):
-        from .segmentation import create_mescc_segmentation_node
-
         if mri_node is None:
             raise InputError("choose the MRI first")
         return create_mescc_segmentation_node(self.scene, mri_node)
@@ -213,13 +186,6 @@ class Workflow:
         The grower's image features are cached per (volumes, their modification times), so a
         re-run after one more stroke only re-solves around the changed strokes.
         """
-        from ..segmentation import STRUCTURE_LABELS, SeedGrower
-        from .segmentation import (
-            create_mescc_segmentation_node,
-            seeds_from_segmentation_node,
-            write_labels_to_segmentation_node,
-        )
-
         key = tuple(None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, pet_node))
         if self._grower is None or self._grower_key != key:
             self._grower = SeedGrower(self._channels(mri_node, pet_node))
@@ -244,8 +210,6 @@ class Workflow:
 
     def accept_preview(self, seed_node, preview_node, mri_node):
         """The grown structures replace the strokes; the preview node goes away."""
-        from .segmentation import write_labels_to_segmentation_node
-
         if preview_node is None:
             raise InputError("there is no preview to accept", hint="run 'Grow from seeds' first")
         write_labels_to_segmentation_node(
@@ -262,9 +226,6 @@ class Workflow:
     def compute_metrics(
         self, segmentation_node, mri_node, pet_node=None, *, progress=None, cancel=None
     ):
-        from ..metrics import compute_metrics
-        from .metrics import add_metrics_nodes
-
         labels = labels_from_segmentation_node(segmentation_node, mri_node)
         pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
         self.last_metrics = compute_metrics(labels, pet, progress=progress, cancel=cancel)
@@ -273,8 +234,6 @@ class Workflow:
 
     def show_results(self):
         """Slice views and the 3D camera on the worst section of the last metrics."""
-        from .scene import ensure_views, focus_views
-
         ensure_views(self.scene)
         worst = self.last_metrics.metrics.get("worst_section_lps_mm")
         if worst is not None:
@@ -282,8 +241,6 @@ class Workflow:
 
     # -- 5. report ---------------------------------------------------------------------------------
     def save_report(self, path, mri_node, segmentation_node, pet_node=None):
-        from ..report import ReportInputs, write_report
-
         if self.last_metrics is None:
             raise InputError("compute the metrics first")
         labels, pet = self._last_inputs
@@ -297,73 +254,3 @@ class Workflow:
             identifiers={"MRI": mri_node.GetName(), "Segmentation": segmentation_node.GetName()},
         )
         return write_report(inputs, path)
-
-
-# ---------------------------------------------------------------------------------------------
-def volume_on_grid(volume_node, reference: sitk.Image) -> sitk.Image:
-    """A volume resampled onto ``reference``'s grid through its parent (linear) transform."""
-    from ..registration import resample_onto
-    from .registration import itk_linear_transform_from_node
-
-    image = image_from_volume_node(volume_node)
-    parent = volume_node.GetParentTransformNode()
-    if parent is None:
-        transform = sitk.Transform()
-    elif parent.IsTransformToWorldLinear():
-        transform = itk_linear_transform_from_node(parent)
-    else:
-        raise InputError(
-            f"'{volume_node.GetName()}' is under a non-linear transform",
-            hint="harden the transform (Transforms module) before measuring",
-        )
-    return resample_onto(image, reference, transform, default_value=0.0)
-
-
-def _reference_volume_for(segmentation_node):
-    """A temporary volume node with the segmentation's reference geometry (caller removes it)."""
-    geometry = segmentation_node.GetSegmentation().GetConversionParameter(
-        "Reference image geometry"
-    )
-    image_data = slicer.vtkOrientedImageData()
-    slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image_data, False)
-    m = vtk.vtkMatrix4x4()
-    image_data.GetImageToWorldMatrix(m)
-    image = sitk.Image([int(d) for d in image_data.GetDimensions()], sitk.sitkUInt8)
-    set_geometry_from_ras(image, m)
-    return add_volume_node(segmentation_node.GetScene(), image, "__mescc_reference__")
-
-
-def labels_from_segmentation_node(segmentation_node, reference_node=None) -> sitk.Image:
-    """Labels 1 cord, 2 CSF, 3 mass, 4 bone (by segment name) on the reference volume's grid."""
-    from .segmentation import seeds_from_segmentation_node
-
-    temporary = reference_node is None
-    reference = _reference_volume_for(segmentation_node) if temporary else reference_node
-    try:
-        labels = seeds_from_segmentation_node(segmentation_node, reference)
-    finally:
-        if temporary:
-            segmentation_node.GetScene().RemoveNode(reference)
-    arr = sitk.GetArrayFromImage(labels)
-    arr[arr > 4] = 0  # "other" segments are not structures
-    out = sitk.GetImageFromArray(arr.astype(np.uint8))
-    out.CopyInformation(labels)
-    return out
-
-
-def write_seed_labels(segmentation_node, seeds: sitk.Image, reference_node) -> None:
-    """Seed strokes (1-4 structures, 5+ other) into the segmentation's segments."""
-    from .segmentation import import_labelmap, write_labels_to_segmentation_node
-
-    arr = sitk.GetArrayFromImage(seeds)
-    write_labels_to_segmentation_node(segmentation_node, seeds, reference_node)
-    other = (arr > 4).astype(np.uint8)
-    if other.any():
-        segmentation = segmentation_node.GetSegmentation()
-        other_id = segmentation.GetSegmentIdBySegmentName("other")
-        if not other_id:
-            raise InputError("the segmentation has no 'other' segment for the background strokes")
-        image = sitk.GetImageFromArray(other)
-        image.CopyInformation(seeds)
-        if not import_labelmap(segmentation_node, image, [other_id]):
-            raise InputError("the 'other' strokes could not be written into the segmentation")
