@@ -9,6 +9,7 @@ import slicer
 
 from MESCCAnalyzerLib.errors import InputError
 from MESCCAnalyzerLib.mrml.registration import roi_mask_on
+from MESCCAnalyzerLib.mrml.scene import read_mrb, save_mrb
 from MESCCAnalyzerLib.mrml.segmentation import labels_from_segmentation_node
 from MESCCAnalyzerLib.mrml.workflow import Workflow
 from MESCCAnalyzerLib.registration import tre_mm
@@ -100,6 +101,41 @@ def test_report_is_written_from_the_session(a_sample_session, tmp_path):
     )
     text = path.read_text()
     assert f"id=bilsky-grade>{s['flow'].last_metrics.metrics['bilsky_grade']}<" in text
+    assert text.count("data:image/png;base64,") >= 2
+
+
+def test_report_from_the_panel_has_the_registration_quality_as_the_command_lines(
+    a_sample_session, tmp_path
+):
+    s = a_sample_session
+    text = (
+        s["flow"]
+        .save_report(
+            tmp_path / "report.html", s["nodes"].mri, s["nodes"].segmentation, s["nodes"].pet
+        )
+        .read_text()
+    )
+    assert "Registration quality (CT → MRI)" in text
+    assert "final metric value" in text and "iterations per level" in text
+
+
+def test_the_report_survives_saving_and_reopening_the_scene(a_sample_session, tmp_path):
+    s = a_sample_session
+    bundle = save_mrb(s["scene"], tmp_path / "session.mrb")
+    scene = read_mrb(bundle)
+    flow = Workflow(scene)  # a new session: nothing remembered but the scene
+    assert flow.last_metrics is None
+
+    def node(name):
+        return scene.GetFirstNodeByName(name)
+
+    mri, pet = node(s["nodes"].mri.GetName()), node(s["nodes"].pet.GetName())
+    segmentation = node(s["nodes"].segmentation.GetName())
+    text = flow.save_report(tmp_path / "again.html", mri, segmentation, pet).read_text()
+    grade = s["flow"].last_metrics.metrics["bilsky_grade"]
+    assert f"id=bilsky-grade>{grade}<" in text
+    assert f"{s['flow'].last_metrics.metrics['mscc_percent']:.1f}" in text
+    assert "Registration quality (CT → MRI)" in text
     assert text.count("data:image/png;base64,") >= 2
 
 

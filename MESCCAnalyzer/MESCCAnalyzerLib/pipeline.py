@@ -1,21 +1,40 @@
-"""The end-to-end analysis of one study: load, register, SUV, segment, measure, report.
+"""The analysis of one study as stages: load -> SUV -> register -> segment -> measure -> report.
+
+Each stage is a small function with plain data in and out (SimpleITK images, dataclasses).
+Every front end calls the same stages: :func:`run_analysis` chains them for ``mescc analyze``
+and ``mescc demo``; ``mescc register`` calls :func:`register_images`; the MRML logic (the
+Slicer panel and the web page) turns scene nodes into the stages' inputs and their outputs
+back into nodes, and builds its report with the same :func:`report_inputs`.
 
 :func:`run_analysis` computes everything in memory (no file is written); :func:`write_analysis`
-writes the results into a folder as a whole (atomically). ``mescc analyze`` and ``mescc demo``
-add the Slicer scene bundle through the MRML logic.
+writes the results into a folder as a whole (atomically).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from .outputs import atomic_dir
-from .progress import CancelCallback, check
+from . import metrics as metrics_mod
+from .errors import InputError
+from .metrics import MetricsResult, write_metrics
+from .outputs import atomic_dir, write_json
+from .progress import CancelCallback, ProgressCallback, check
+from .registration import RegistrationResult, bounds_lps, register, resample_onto
+from .report import ReportInputs, write_report
+from .segfile import write_seg_nrrd
+from .segmentation import SeedGrower, check_inputs, load_seeds
+from .study import Volume, load_image, load_volume
+from .suv import SUVInfo, pet_to_suv
+
+PET_WITHOUT_CT_NOTE = (
+    "No CT was given: the PET was assumed to share the MRI's frame (not registered)."
+)
 
 
 @dataclass
@@ -39,171 +58,336 @@ class AnalysisRequest:
         ]
 
 
+# ---------------------------------------------------------------------------------------
+# Stage 1: load (and the PET in SUV)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class LoadedStudy:
+    """The inputs read and checked: the MRI is the reference grid of everything after."""
+
+    mri: Volume
+    seeds: sitk.Image
+    t1_on_mri: sitk.Image | None = None
+    ct: Volume | None = None
+    pet: Volume | None = None  # the PET series as loaded (identifiers)
+    pet_suv: sitk.Image | None = None  # SUVbw on the PET's own grid
+    suv_info: SUVInfo | None = None
+    registration_mask: sitk.Image | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _modality_of(path: Path, modality: str) -> str | None:
+    return modality if Path(path).is_dir() else None
+
+
+def load_study(request: AnalysisRequest) -> LoadedStudy:
+    """Read every input of ``request`` (the PET converted to SUVbw); nothing is computed yet."""
+    mri = load_volume(request.mri, modality=_modality_of(request.mri, "MR"))
+    study = LoadedStudy(mri=mri, seeds=load_seeds(request.seeds, mri.image))
+    if request.t1:
+        t1 = load_image(request.t1, modality=_modality_of(request.t1, "MR"))
+        # Same session as the T2: the scanner frame is shared, only the grid differs.
+        study.t1_on_mri = resample_onto(t1, mri.image, sitk.Transform())
+    if request.ct:
+        study.ct = load_volume(request.ct, modality=_modality_of(request.ct, "CT"))
+    if request.registration_mask:
+        study.registration_mask = load_image(request.registration_mask)
+    if request.pet:
+        study.pet_suv, study.suv_info = pet_to_suv(request.pet, "bw")
+        study.pet = load_volume(request.pet, modality=_modality_of(request.pet, "PT"))
+        study.notes += list(getattr(study.suv_info, "notes", []) or [])
+    return study
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 2: register (the CT to the MRI; what shares the CT's frame follows)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Follower:
+    """An image in the moving image's frame (the PET of the PET-CT), carried with it."""
+
+    image: sitk.Image
+    name: str  # file or node name, for messages
+    labelmap: bool = False
+
+
+@dataclass
+class Registered:
+    """The registration and everything it carried onto the MRI grid."""
+
+    result: RegistrationResult
+    moving_on_fixed: sitk.Image | None = None  # None when not resampled
+    followers_on_fixed: list[sitk.Image] = field(default_factory=list)
+
+
+def check_shares_frame(follower: sitk.Image, moving: sitk.Image, name) -> None:
+    """A follower must lie in the moving image's physical frame (their boxes overlap)."""
+    lo_f, hi_f = bounds_lps(follower)
+    lo_m, hi_m = bounds_lps(moving)
+    if (hi_f < lo_m).any() or (lo_f > hi_m).any():
+        raise InputError(
+            "does not overlap the moving image's field of view, so it does not share its scanner frame",
+            path=name,
+            hint="a followed image must come from the same scanner session (the PET of the PET-CT)",
+        )
+
+
+def register_images(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    followers: Sequence[Follower] = (),
+    *,
+    fixed_mask: sitk.Image | None = None,
+    init: str = "auto",
+    landmarks=None,
+    deformable: bool = False,
+    resample: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> Registered:
+    """Register ``moving`` (CT) to ``fixed`` (MRI) and resample it and its followers onto it.
+
+    Followers must share the moving image's frame (checked first). With ``resample`` false
+    only the transform is computed (the scene applies it through a transform node).
+    """
+    for follower in followers:
+        check_shares_frame(follower.image, moving, follower.name)
+    result = register(
+        fixed,
+        moving,
+        fixed_mask=fixed_mask,
+        init=init,
+        landmarks=landmarks,
+        deformable=deformable,
+        progress=progress,
+        cancel=cancel,
+    )
+    if not resample:
+        return Registered(result=result)
+    return Registered(
+        result=result,
+        moving_on_fixed=resample_onto(moving, fixed, result.transform),
+        followers_on_fixed=[
+            resample_onto(f.image, fixed, result.transform, labelmap=f.labelmap, default_value=0.0)
+            for f in followers
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Stage 3: segment; stage 4: measure
+# ---------------------------------------------------------------------------------------
+def segmentation_channels(mri: sitk.Image, pet_on_mri: sitk.Image | None) -> list[sitk.Image]:
+    """The images the seeds grow on: the T2 and, when there is one, the PET on its grid.
+
+    Measured on the phantom (grades 1b-3): mass Dice 0.92-0.95 and MSCC within 3 points of
+    the truth; adding the T1 as a third channel let the mass leak into the marrow on grade 3
+    (Dice 0.74), so the T1 is shown, not segmented on.
+    """
+    channels = [mri]
+    if pet_on_mri is not None:
+        channels.append(sitk.Cast(pet_on_mri, sitk.sitkFloat32))
+    return channels
+
+
+def segment(
+    channels: Sequence[sitk.Image],
+    seeds: sitk.Image,
+    *,
+    smoothing_mm: float = 0.0,
+    grower: SeedGrower | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> sitk.Image:
+    """Labels 1-4 grown from ``seeds`` over ``channels`` (a cached ``grower`` re-solves less)."""
+    check_inputs(list(channels), seeds)
+    grower = grower or SeedGrower(list(channels))
+    return grower.grow(seeds, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel)
+
+
+def measure(
+    labels: sitk.Image,
+    pet_on_mri: sitk.Image | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> MetricsResult:
+    """Compression metrics, Bilsky grade, PET uptake and surface models of ``labels``."""
+    return metrics_mod.compute_metrics(labels, pet_on_mri, progress=progress, cancel=cancel)
+
+
+# ---------------------------------------------------------------------------------------
+# The whole analysis
+# ---------------------------------------------------------------------------------------
 @dataclass
 class AnalysisResult:
-    mri: object  # study.Volume
+    mri: Volume
     labels: sitk.Image
-    metrics: object  # metrics.MetricsResult
+    metrics: MetricsResult
     t1_on_mri: sitk.Image | None = None
-    ct: object | None = None  # study.Volume
+    ct: Volume | None = None
     ct_on_mri: sitk.Image | None = None
     pet_suv: sitk.Image | None = None  # native PET grid
     pet_on_mri: sitk.Image | None = None
-    pet: object | None = None  # study.Volume of the PET series (identifiers)
-    suv_info: object | None = None  # suv.SUVInfo
-    registration: object | None = None  # registration.RegistrationResult
+    pet: Volume | None = None  # the PET series (identifiers)
+    suv_info: SUVInfo | None = None
+    registration: RegistrationResult | None = None
     seeds: sitk.Image | None = None
     timings_s: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def identifiers(self) -> dict:
         """Patient and study identifiers from the first input that has them (DICOM inputs do)."""
-        volumes = [v for v in (self.mri, self.ct, self.pet) if v is not None]
+        return study_identifiers(self.mri, self.ct, self.pet, self.suv_info)
 
-        def first(attribute):
-            return next(
-                (getattr(v, attribute) for v in volumes if getattr(v, attribute, None)), None
-            )
 
-        return {
-            "Patient ID": first("patient_id"),
-            "Patient name": first("patient_name"),
-            "Study date": first("study_date"),
-            "Study": first("study_description"),
-            "MRI": self.mri.series_description or Path(self.mri.source).name,
-            "CT": None
-            if self.ct is None
-            else (self.ct.series_description or Path(self.ct.source).name),
-            "PET": None
-            if self.suv_info is None
-            else f"SUV{self.suv_info.norm}, factor {self.suv_info.factor:.4g} g/ml per Bq/ml",
-        }
+def study_identifiers(mri: Volume, ct: Volume | None, pet: Volume | None, suv_info) -> dict:
+    """The report's identification block, from the loaded volumes."""
+    volumes = [v for v in (mri, ct, pet) if v is not None]
+
+    def first(attribute):
+        return next((getattr(v, attribute) for v in volumes if getattr(v, attribute, None)), None)
+
+    def series(volume):
+        return None if volume is None else (volume.series_description or Path(volume.source).name)
+
+    return {
+        "Patient ID": first("patient_id"),
+        "Patient name": first("patient_name"),
+        "Study date": first("study_date"),
+        "Study": first("study_description"),
+        "MRI": series(mri),
+        "CT": series(ct),
+        "PET": None
+        if suv_info is None
+        else f"SUV{suv_info.norm}, factor {suv_info.factor:.4g} g/ml per Bq/ml",
+    }
+
+
+class _StageClock:
+    """Calls ``stage(name)`` as each stage starts and records the time each took."""
+
+    def __init__(self, stage, cancel):
+        self.stage, self.cancel = stage, cancel
+        self.timings: dict[str, float] = {}
+        self._name, self._t0 = None, 0.0
+
+    def __call__(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if self._name:
+            self.timings[self._name] = now - self._t0
+        self._name, self._t0 = name, now
+        if self.stage and name:
+            self.stage(name)
+        check(self.cancel)
 
 
 def run_analysis(
     request: AnalysisRequest,
     *,
     stage=None,
-    progress=None,
+    progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> AnalysisResult:
-    """Run every step; ``stage(name)`` is called as each starts (the CLI prints its time)."""
-    from . import metrics as metrics_mod
-    from .registration import register, resample_onto
-    from .segmentation import SeedGrower, check_inputs, load_seeds
-    from .study import load_image, load_volume
-    from .suv import pet_to_suv
-
-    timings: dict[str, float] = {}
-    clock = {"name": None, "t0": 0.0}
-
-    def begin(name: str | None) -> None:
-        now = time.perf_counter()
-        if clock["name"]:
-            timings[clock["name"]] = now - clock["t0"]
-        clock["name"], clock["t0"] = name, now
-        if stage and name:
-            stage(name)
-        check(cancel)
-
-    report = progress or (lambda f, m: None)
-    notes: list[str] = []
-
+    """Run every stage; ``stage(name)`` is called as each starts (the CLI prints its time)."""
+    begin = _StageClock(stage, cancel)
     begin("load")
-    mri = load_volume(request.mri, modality="MR" if Path(request.mri).is_dir() else None)
-    reference = mri.image
-    seeds = load_seeds(request.seeds, reference)
-    t1_on_mri = None
-    if request.t1:
-        t1 = load_image(request.t1, modality="MR" if Path(request.t1).is_dir() else None)
-        # Same session as the T2: the scanner frame is shared, only the grid differs.
-        t1_on_mri = resample_onto(t1, reference, sitk.Transform())
-    ct = (
-        load_volume(request.ct, modality="CT" if Path(request.ct).is_dir() else None)
-        if request.ct
-        else None
-    )
-    mask = load_image(request.registration_mask) if request.registration_mask else None
+    study = load_study(request)
+    notes = list(study.notes)
+    reference = study.mri.image
 
-    pet = pet_suv = suv_info = None
-    if request.pet:
-        begin("suv")
-        pet_suv, suv_info = pet_to_suv(request.pet, "bw")
-        pet = load_volume(request.pet, modality="PT" if Path(request.pet).is_dir() else None)
-        notes += list(getattr(suv_info, "notes", []) or [])
-
-    registration = None
-    ct_on_mri = pet_on_mri = None
-    if ct is not None:
+    registered = None
+    pet_on_mri = None
+    if study.ct is not None:
         begin("registration")
-        registration = register(
+        followers = [Follower(study.pet_suv, str(request.pet))] if study.pet_suv is not None else []
+        registered = register_images(
             reference,
-            ct.image,
-            fixed_mask=mask,
+            study.ct.image,
+            followers,
+            fixed_mask=study.registration_mask,
             deformable=request.deformable,
-            progress=report,
+            progress=progress,
             cancel=cancel,
         )
-        ct_on_mri = resample_onto(ct.image, reference, registration.transform)
-        if pet_suv is not None:
-            # The PET-CT scanner put PET and CT in one frame: the CT's transform carries the PET.
-            pet_on_mri = resample_onto(
-                pet_suv, reference, registration.transform, default_value=0.0
-            )
-    elif pet_suv is not None:
-        pet_on_mri = resample_onto(pet_suv, reference, sitk.Transform(), default_value=0.0)
-        notes.append(
-            "No CT was given: the PET was assumed to share the MRI's frame (not registered)."
-        )
+        pet_on_mri = registered.followers_on_fixed[0] if followers else None
+    elif study.pet_suv is not None:
+        pet_on_mri = resample_onto(study.pet_suv, reference, sitk.Transform(), default_value=0.0)
+        notes.append(PET_WITHOUT_CT_NOTE)
 
     begin("segmentation")
-    # T2 with the PET on its grid. Measured on the phantom (grades 1b-3): mass Dice 0.92-0.95
-    # and MSCC within 3 points of the truth; adding the T1 as a third channel let the mass leak
-    # into the marrow on grade 3 (Dice 0.74), so the T1 is shown, not segmented on.
-    channels = [reference]
-    channels += [sitk.Cast(pet_on_mri, sitk.sitkFloat32)] if pet_on_mri is not None else []
-    check_inputs(channels, seeds)
-    labels = SeedGrower(channels).grow(seeds, smoothing_mm=request.smoothing_mm, cancel=cancel)
-
+    labels = segment(
+        segmentation_channels(reference, pet_on_mri),
+        study.seeds,
+        smoothing_mm=request.smoothing_mm,
+        cancel=cancel,
+    )
     begin("metrics")
-    result = metrics_mod.compute_metrics(labels, pet_on_mri, cancel=cancel)
+    result = measure(labels, pet_on_mri, cancel=cancel)
     notes += list(result.metrics.get("notes", []) or [])
     begin(None)
     return AnalysisResult(
-        mri=mri,
+        mri=study.mri,
         labels=labels,
         metrics=result,
-        t1_on_mri=t1_on_mri,
-        ct=ct,
-        ct_on_mri=ct_on_mri,
-        pet_suv=pet_suv,
+        t1_on_mri=study.t1_on_mri,
+        ct=study.ct,
+        ct_on_mri=registered.moving_on_fixed if registered else None,
+        pet_suv=study.pet_suv,
         pet_on_mri=pet_on_mri,
-        pet=pet,
-        suv_info=suv_info,
-        registration=registration,
-        seeds=seeds,
-        timings_s=timings,
+        pet=study.pet,
+        suv_info=study.suv_info,
+        registration=registered.result if registered else None,
+        seeds=study.seeds,
+        timings_s=begin.timings,
         notes=notes,
     )
 
 
-def report_inputs(result: AnalysisResult):
-    """The report's view of an analysis."""
-    from .report import ReportInputs
+def report_inputs(
+    metrics: dict,
+    sections: dict,
+    models: dict,
+    mri: sitk.Image,
+    labels: sitk.Image,
+    *,
+    pet_on_mri: sitk.Image | None = None,
+    identifiers: dict | None = None,
+    registration: RegistrationResult | dict | None = None,
+    notes: Sequence[str] = (),
+) -> ReportInputs:
+    """The one report builder of every front end (command line, Slicer panel, web page).
 
-    reg = None
-    if result.registration is not None:
-        full = result.registration.report()
-        reg = {k: full[k] for k in full if not isinstance(full[k], (dict,))}
+    ``metrics``, ``sections`` (columns) and ``models`` as :class:`MetricsResult` holds them;
+    ``registration`` a result or its :meth:`~RegistrationResult.report`.
+    """
+    reg = registration.report() if isinstance(registration, RegistrationResult) else registration
+    if reg is not None:
+        reg = {k: v for k, v in reg.items() if not isinstance(v, dict)}
     return ReportInputs(
-        metrics=result.metrics.metrics,
-        sections=result.metrics.sections.columns(),
-        mri=result.mri.image,
-        labels=result.labels,
-        pet_on_mri=result.pet_on_mri,
-        models=result.metrics.models,
-        identifiers=result.identifiers(),
+        metrics=metrics,
+        sections=sections,
+        mri=mri,
+        labels=labels,
+        pet_on_mri=pet_on_mri,
+        models=models,
+        identifiers=identifiers or {},
         registration=reg,
+        notes=list(dict.fromkeys(notes)),  # each once, in order
+    )
+
+
+def analysis_report_inputs(result: AnalysisResult) -> ReportInputs:
+    """The report's view of a whole analysis."""
+    return report_inputs(
+        result.metrics.metrics,
+        result.metrics.sections.columns(),
+        result.metrics.models,
+        result.mri.image,
+        result.labels,
+        pet_on_mri=result.pet_on_mri,
+        identifiers=result.identifiers(),
+        registration=result.registration,
         notes=result.notes,
     )
 
@@ -217,11 +401,6 @@ def write_analysis(
     ``segmentation.seg.nrrd``, ``registration.json`` and ``ct_to_mri.tfm`` (with a CT), and
     ``scene.mrb`` when ``scene_writer(result, path)`` is given (the MRML logic's).
     """
-    from .metrics import write_metrics
-    from .outputs import write_json
-    from .report import write_report
-    from .segfile import write_seg_nrrd
-
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         write_metrics(result.metrics, tmp)
@@ -231,7 +410,7 @@ def write_analysis(
             sitk.WriteTransform(result.registration.transform, str(tmp / "ct_to_mri.tfm"))
         if result.suv_info is not None:
             write_json(tmp / "suv.json", result.suv_info.as_dict())
-        write_report(report_inputs(result), tmp / "report.html")
+        write_report(analysis_report_inputs(result), tmp / "report.html")
         if scene_writer is not None:
             scene_writer(result, tmp / "scene.mrb")
     return out

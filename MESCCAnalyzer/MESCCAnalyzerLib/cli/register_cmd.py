@@ -11,6 +11,7 @@ from .. import registration
 from ..errors import InputError
 from ..markups import read_landmark_pairs
 from ..outputs import atomic_path, check_output_file, guard_outputs, write_image, write_json
+from ..pipeline import Follower, check_shares_frame, register_images
 from ..study import load_image
 
 HELP = "register the CT (and the PET riding with it) to the MRI: rigid, optionally B-spline"
@@ -106,22 +107,6 @@ def _load(path: str, role: str, modality: str | None = None) -> sitk.Image:
     return image
 
 
-def _check_shares_frame(follower: sitk.Image, moving: sitk.Image, path: str) -> None:
-    """A followed image must lie in the moving image's physical frame (boxes overlap)."""
-    lo_f, hi_f = _box(follower)
-    lo_m, hi_m = _box(moving)
-    if (hi_f < lo_m).any() or (lo_f > hi_m).any():
-        raise InputError(
-            "does not overlap the moving image's field of view, so it does not share its scanner frame",
-            path=path,
-            hint="--follow is for images acquired with the moving image (the PET of the same PET-CT)",
-        )
-
-
-def _box(image: sitk.Image):
-    return registration.bounds_lps(image)
-
-
 def run(args, term) -> int:
     transform_path = Path(args.out_transform)
     if not transform_path.name.lower().endswith(_TRANSFORM_SUFFIXES):
@@ -175,15 +160,10 @@ def run(args, term) -> int:
     term.stage("load")
     fixed = _load(args.fixed, "fixed (MRI)")
     moving = _load(args.moving, "moving (CT)")
-    followers = []
-    for path in args.follow:
-        image = _load(path, "followed")
-        _check_shares_frame(image, moving, path)
-        followers.append((path, image, False))
-    for path in args.follow_label:
-        image = load_image(path)
-        _check_shares_frame(image, moving, path)
-        followers.append((path, image, True))
+    followers = [Follower(_load(path, "followed"), path) for path in args.follow]
+    followers += [Follower(load_image(path), path, labelmap=True) for path in args.follow_label]
+    for follower in followers:  # before the work: a follower from another frame is refused
+        check_shares_frame(follower.image, moving, follower.name)
     mask = None
     if args.mask_fixed:
         mask = registration.mask_on_grid(load_image(args.mask_fixed), fixed, path=args.mask_fixed)
@@ -191,9 +171,10 @@ def run(args, term) -> int:
 
     term.stage("register")
     try:
-        result = registration.register(
+        registered = register_images(
             fixed,
             moving,
+            followers if resampled else (),
             fixed_mask=mask,
             init="landmarks" if landmarks is not None else init,
             landmarks=landmarks,
@@ -205,19 +186,12 @@ def run(args, term) -> int:
         if exc.path is None and args.mask_fixed:
             raise InputError(exc.message, path=args.mask_fixed, hint=exc.hint) from exc
         raise
+    result = registered.result
     resampled_images = []
     if resampled:
-        term.stage("resample")
-        resampled_images.append(
-            (resampled[args.moving], registration.resample_onto(moving, fixed, result.transform))
-        )
-        for path, image, labelmap in followers:
-            resampled_images.append(
-                (
-                    resampled[path],
-                    registration.resample_onto(image, fixed, result.transform, labelmap=labelmap),
-                )
-            )
+        resampled_images.append((resampled[args.moving], registered.moving_on_fixed))
+        for follower, image in zip(followers, registered.followers_on_fixed, strict=True):
+            resampled_images.append((resampled[follower.name], image))
 
     term.stage("write")
     report = result.report()

@@ -12,7 +12,10 @@ MESCC segments) and an optional SUV volume node on the same grid, runs
 * a table node of the cross-sections (one row per section, the columns of sections.csv);
 * a plot chart of cord CSA and AP diameter against arc length, with the mass's craniocaudal
   extent drawn as a box and the worst section as a vertical line;
-* a table node of the metrics (key, value).
+* a table node of the metrics (key, value);
+* a text node "MESCC results" holding the metrics, the sections and the notes as JSON, with
+  references to the models (:func:`store_results`): what the report needs survives saving the
+  scene and opening it again (:func:`read_results`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .nodes import image_from_volume_node
 from .registration import volume_on_grid
 from .segmentation import labels_from_segmentation_node
 
+RESULTS_NODE_NAME = "MESCC results"
 DISTANCE_RANGE_MM = (0.0, 10.0)
 COLOR_NODE_NAME = "MESCC distance (mm)"
 MODEL_STYLE = {
@@ -248,3 +252,66 @@ def compute_metrics_nodes(
     pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
     result = compute_metrics(labels, pet, progress=progress, cancel=cancel)
     return add_metrics_nodes(scene, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results kept in the scene (saved with it)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StoredResults:
+    """What the report needs, read back from the scene (see :func:`store_results`)."""
+
+    metrics: dict
+    sections: dict[str, np.ndarray]
+    models: dict  # key -> vtkPolyData (LPS)
+    notes: list[str] = field(default_factory=list)
+
+
+def _json_value(value):
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def store_results(scene, nodes: MetricsNodes, *, notes=()) -> object:
+    """Keep ``nodes.result`` in a text node (replacing an earlier one) that the scene saves."""
+    previous = scene.GetFirstNodeByName(RESULTS_NODE_NAME)
+    if previous is not None and previous.IsA("vtkMRMLTextNode"):
+        scene.RemoveNode(previous)
+    payload = {
+        "metrics": _json_value(nodes.result.metrics),
+        "sections": _json_value(nodes.result.sections.columns()),
+        "notes": list(notes),
+    }
+    node = scene.AddNewNodeByClass("vtkMRMLTextNode", RESULTS_NODE_NAME)
+    node.SetForceCreateStorageNode(slicer.vtkMRMLTextNode.CreateStorageNodeAlways)
+    node.SetText(json.dumps(payload))
+    for key, model in nodes.models.items():
+        node.SetNodeReferenceID(f"model_{key}", model.GetID())
+    return node
+
+
+def read_results(scene) -> StoredResults | None:
+    """The results :func:`store_results` kept, or None when nothing was measured."""
+    node = scene.GetFirstNodeByName(RESULTS_NODE_NAME)
+    if node is None or not node.IsA("vtkMRMLTextNode") or not node.GetText():
+        return None
+    payload = json.loads(node.GetText())
+    sections = {
+        k: np.array([np.nan if v is None else v for v in values], dtype=float)
+        for k, values in payload["sections"].items()
+    }
+    models = {}
+    for key in MODEL_STYLE:
+        model = node.GetNodeReference(f"model_{key}")
+        if model is not None and model.GetPolyData() is not None:
+            models[key] = lps_to_ras_polydata(model.GetPolyData())  # the flip is its own inverse
+    return StoredResults(payload["metrics"], sections, models, list(payload.get("notes", [])))

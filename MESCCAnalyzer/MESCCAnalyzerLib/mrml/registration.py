@@ -10,6 +10,7 @@ the ``.tfm`` written by ``mescc register`` give the same result in Slicer.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import vtk
 from .. import registration
 from ..errors import InputError
 from ..outputs import atomic_path
+from ..pipeline import Follower, register_images
 from ..progress import CancelCallback, ProgressCallback
 from ..surfaces import index_to_lps_matrix
 from .nodes import (
@@ -35,6 +37,7 @@ from .nodes import (
 )
 
 PET_COLOR_NAME = "PET-Heat"
+REPORT_ATTRIBUTE = "MESCC.RegistrationReport"  # the quality report, saved with the scene
 
 
 @dataclass
@@ -114,19 +117,19 @@ def register_volumes(
             f"the MRI volume '{fixed_node.GetName()}' is under a transform",
             hint="harden or remove that transform: the MRI is the reference",
         )
-    fixed = image_from_volume_node(fixed_node)
-    moving = image_from_volume_node(moving_node)
     mask = image_from_volume_node(fixed_mask_node) if fixed_mask_node is not None else None
-    result = registration.register(
-        fixed,
-        moving,
+    result = register_images(
+        image_from_volume_node(fixed_node),
+        image_from_volume_node(moving_node),
+        [Follower(image_from_volume_node(n), n.GetName()) for n in follow_nodes],
         fixed_mask=mask,
         init=init,
         landmarks=landmarks,
         deformable=deformable,
+        resample=False,
         progress=progress,
         cancel=cancel,
-    )
+    ).result
     linear = result.transform.IsLinear()
     wanted = "vtkMRMLLinearTransformNode" if linear else "vtkMRMLTransformNode"
     if transform_node is None or (linear and not transform_node.IsA("vtkMRMLLinearTransformNode")):
@@ -135,6 +138,7 @@ def register_volumes(
             scene.GenerateUniqueName(name or f"{moving_node.GetName()} to {fixed_node.GetName()}"),
         )
     set_transform_from_itk(transform_node, result.transform)
+    transform_node.SetAttribute(REPORT_ATTRIBUTE, json.dumps(result.report()))
     for node in (moving_node, *follow_nodes):
         node.SetAndObserveTransformNodeID(transform_node.GetID())
     if show_overlay and follow_nodes:
@@ -256,3 +260,10 @@ def volume_on_grid(volume_node, reference: sitk.Image) -> sitk.Image:
             hint="harden the transform (Transforms module) before measuring",
         )
     return registration.resample_onto(image, reference, transform, default_value=0.0)
+
+
+def registration_report_of(volume_node) -> dict | None:
+    """The quality report of the registration that placed ``volume_node`` (None if none)."""
+    parent = volume_node.GetParentTransformNode() if volume_node is not None else None
+    text = parent.GetAttribute(REPORT_ATTRIBUTE) if parent is not None else None
+    return json.loads(text) if text else None

@@ -7,6 +7,7 @@ clicks (the seed grower's cached features, the last metrics) and nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,19 +18,25 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..metrics import compute_metrics
-from ..report import ReportInputs, write_report
+from ..pipeline import measure, report_inputs, segmentation_channels
+from ..report import write_report
 from ..seeds import strokes_from_labels
 from ..segmentation import STRUCTURE_LABELS, SeedGrower
 from ..suv import pet_to_suv
-from .metrics import add_metrics_nodes
+from .metrics import add_metrics_nodes, read_results, store_results
 from .nodes import (
     add_volume_node,
     ensure_segmentation_converters,
     image_from_volume_node,
     update_volume_node,
 )
-from .registration import control_points_lps, register_volumes, roi_mask_on, volume_on_grid
+from .registration import (
+    control_points_lps,
+    register_volumes,
+    registration_report_of,
+    roi_mask_on,
+    volume_on_grid,
+)
 from .scene import ensure_views, focus_views
 from .segmentation import (
     create_mescc_segmentation_node,
@@ -41,6 +48,7 @@ from .segmentation import (
 from .study import load_phantom_study
 
 PRESETS = ("rigid", "rigid in ROI", "rigid + deformable")
+NOTES_ATTRIBUTE = "MESCC.Notes"  # what a conversion noted (e.g. the SUV's), saved with the scene
 
 
 @dataclass
@@ -93,6 +101,7 @@ class Workflow:
             shutil.rmtree(folder, ignore_errors=True)
         update_volume_node(pet_node, sitk.Cast(image, sitk.sitkFloat32))
         pet_node.SetAttribute("MESCC.SUV", f"SUVbw factor {info.factor:.6g} g/ml per Bq/ml")
+        pet_node.SetAttribute(NOTES_ATTRIBUTE, json.dumps(list(getattr(info, "notes", []) or [])))
         return info
 
     # -- 2. registration ------------------------------------------------------------------------
@@ -173,9 +182,8 @@ class Workflow:
     def _channels(self, mri_node, pet_node):
         """The MRI, and the PET on the MRI grid through its parent transform (if any)."""
         mri = image_from_volume_node(mri_node)
-        if pet_node is None:
-            return [mri]
-        return [mri, sitk.Cast(volume_on_grid(pet_node, mri), sitk.sitkFloat32)]
+        pet = volume_on_grid(pet_node, mri) if pet_node is not None else None
+        return segmentation_channels(mri, pet)
 
     def grow_preview(
         self, seed_node, mri_node, pet_node=None, *, preview_node=None, progress=None, cancel=None
@@ -226,11 +234,13 @@ class Workflow:
     def compute_metrics(
         self, segmentation_node, mri_node, pet_node=None, *, progress=None, cancel=None
     ):
+        """Measure the segmentation; the result nodes (and the results, kept in the scene)."""
         labels = labels_from_segmentation_node(segmentation_node, mri_node)
         pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
-        self.last_metrics = compute_metrics(labels, pet, progress=progress, cancel=cancel)
-        self._last_inputs = (labels, pet)
-        return add_metrics_nodes(self.scene, self.last_metrics)
+        self.last_metrics = measure(labels, pet, progress=progress, cancel=cancel)
+        nodes = add_metrics_nodes(self.scene, self.last_metrics)
+        store_results(self.scene, nodes, notes=self.last_metrics.metrics.get("notes", []))
+        return nodes
 
     def show_results(self):
         """Slice views and the 3D camera on the worst section of the last metrics."""
@@ -241,16 +251,21 @@ class Workflow:
 
     # -- 5. report ---------------------------------------------------------------------------------
     def save_report(self, path, mri_node, segmentation_node, pet_node=None):
-        if self.last_metrics is None:
+        """The report of the measured results kept in the scene (also after reopening it)."""
+        stored = read_results(self.scene)
+        if stored is None:
             raise InputError("compute the metrics first")
-        labels, pet = self._last_inputs
-        inputs = ReportInputs(
-            metrics=self.last_metrics.metrics,
-            sections=self.last_metrics.sections.columns(),
-            mri=image_from_volume_node(mri_node),
-            labels=labels,
-            pet_on_mri=pet,
-            models=self.last_metrics.models,
+        labels = labels_from_segmentation_node(segmentation_node, mri_node)
+        pet_notes = json.loads(pet_node.GetAttribute(NOTES_ATTRIBUTE) or "[]") if pet_node else []
+        inputs = report_inputs(
+            stored.metrics,
+            stored.sections,
+            stored.models,
+            image_from_volume_node(mri_node),
+            labels,
+            pet_on_mri=volume_on_grid(pet_node, labels) if pet_node is not None else None,
             identifiers={"MRI": mri_node.GetName(), "Segmentation": segmentation_node.GetName()},
+            registration=registration_report_of(pet_node),
+            notes=[*pet_notes, *stored.notes],
         )
         return write_report(inputs, path)
