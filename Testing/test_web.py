@@ -14,16 +14,13 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from webdriver import Browser
+from webdriver import Browser, free_port, serve, stop, wait_until_served
 
 from MESCCAnalyzerLib.web.teaching import format_value, metric_rows
 
@@ -31,54 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS_IMAGES = ROOT / "docs" / "images"
 # MESCC_WEB_SCREENSHOTS=1 refreshes the README screenshots (docs/images/web_*.png) from this run.
 UPDATE_DOCS = os.environ.get("MESCC_WEB_SCREENSHOTS") == "1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(args, *, cwd: Path) -> subprocess.Popen:
-    """``mescc serve ARGS`` as its own process; its output goes to ``cwd/serve.log`` (a file,
-    not a pipe: VTK's warnings would fill a pipe nobody reads and stall the server)."""
-    log = open(cwd / "serve.log", "w")  # noqa: SIM115 - closed with the process in _stop
-    process = subprocess.Popen(
-        [sys.executable, "-m", "MESCCAnalyzerLib.cli", "serve", *args],
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    process.log = log
-    return process
-
-
-def _stop(process: subprocess.Popen) -> str:
-    """Stop the server (terminate, then kill) and return what it printed."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    process.log.close()
-    return Path(process.log.name).read_text()
-
-
-def _wait_until_served(process, port: int, *, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mescc serve exited ({process.returncode}):\n{_stop(process)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"mescc serve did not answer on port {port} in {timeout_s} s")
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -95,16 +44,17 @@ def _listening_addresses(port: int) -> set[str]:
 # -- the served demo, driven by clicking ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def a_served_demo(tmp_path_factory):
-    """``mescc serve --demo`` on a free loopback port; yields (url, port, session folder)."""
+    """``mescc serve --demo`` on a free loopback port; yields (the address it printed, with
+    its token; port; session folder)."""
     work = tmp_path_factory.mktemp("serve")
     out = work / "session"
-    port = _free_port()
-    process = _serve(["--demo", "--port", str(port), "--out", str(out)], cwd=work)
+    port = free_port()
+    process = serve(["--demo", "--port", str(port), "--out", str(out)], cwd=work)
     try:
-        _wait_until_served(process, port)
-        yield f"http://127.0.0.1:{port}/", port, out
+        url = wait_until_served(process, port)
+        yield url, port, out
     finally:
-        _stop(process)
+        stop(process)
 
 
 class Page:
@@ -187,6 +137,7 @@ def a_demo_session(a_served_demo, tmp_path_factory):
         b.wait_for("document.querySelector('#step-1')", timeout_s=60, what="the page")
         b.wait_for("document.querySelectorAll('.layout-grid-item img').length >= 4")
         time.sleep(1.5)  # the views refit once the page has sized them
+        seen["address"] = b.evaluate("window.location.href")
 
         # 1. study: the demo opens loaded
         page.open_step(1)
@@ -285,6 +236,12 @@ def test_the_server_listens_on_loopback_only(a_demo_session):
     assert _listening_addresses(a_demo_session["port"]) == {"127.0.0.1"}
 
 
+def test_the_page_connects_with_the_token_of_its_address(a_demo_session, a_served_demo):
+    # the page connected (the views streamed) with the token of the printed address; the
+    # hand-over parameters left the address bar, the token stayed for a reload
+    assert a_demo_session["address"] == a_served_demo[0]
+
+
 def test_the_demo_opens_on_the_phantom_study(a_demo_session):
     s = a_demo_session
     assert "phantom, Bilsky grade 2" in s["study_text"]
@@ -375,12 +332,12 @@ def test_a_study_outside_the_allowed_folder_is_refused(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "t2.nii.gz").write_bytes(b"")
-    process = _serve(
-        ["--study", str(outside), "--allowed-root", str(allowed), "--port", str(_free_port())],
+    process = serve(
+        ["--study", str(outside), "--allowed-root", str(allowed), "--port", str(free_port())],
         cwd=tmp_path,
     )
     process.wait(timeout=60)
-    output = _stop(process)
+    output = stop(process)
     assert process.returncode == 2
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and "outside the allowed folder" in lines[0], output

@@ -1,8 +1,12 @@
-"""A small headless-Chromium driver over the DevTools protocol (for the page's tests).
+"""The page's tests' tools: ``mescc serve`` as a process, and a small headless-Chromium
+driver over the DevTools protocol.
 
-Starts Debian's ``chromium`` with its own throw-away profile, talks to the page target over
-a websocket (``websocket-client``), and offers what a person does: open a URL, wait for
-something to appear, click an element (real mouse events at its centre), read text, take a
+:func:`serve` starts ``mescc serve`` on its own (output to a file), :func:`wait_until_served`
+reads the address it prints (with its session token) and :func:`stop` ends it.
+
+:class:`Browser` starts Debian's ``chromium`` with its own throw-away profile, talks to the page
+target over a websocket (``websocket-client``), and offers what a person does: open a URL, wait
+for something to appear, click an element (real mouse events at its centre), read text, take a
 screenshot. The browser's own downloads are denied; nothing is fetched but the page.
 """
 
@@ -10,14 +14,76 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import websocket
+
+# -- mescc serve as a process --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(args, *, cwd: Path) -> subprocess.Popen:
+    """``mescc serve ARGS`` as its own process; its output goes to ``cwd/serve.log`` (a file,
+    not a pipe: VTK's warnings would fill a pipe nobody reads and stall the server)."""
+    log = open(cwd / "serve.log", "w")  # noqa: SIM115 - closed with the process in stop()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "MESCCAnalyzerLib.cli", "serve", *args],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    process.log = log
+    return process
+
+
+def stop(process: subprocess.Popen) -> str:
+    """Stop the server (terminate, then kill) and return what it printed."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    process.log.close()
+    return Path(process.log.name).read_text()
+
+
+def wait_until_served(process: subprocess.Popen, port: int, *, timeout_s: float = 120.0) -> str:
+    """The page's address as the server printed it (``http://127.0.0.1:PORT/?token=...``),
+    once the page answers there."""
+    pattern = re.compile(rf"^open (http://127\.0\.0\.1:{port}/\?token=[a-z0-9_-]+)$", re.M)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mescc serve exited ({process.returncode}):\n{stop(process)}")
+        found = pattern.search(Path(process.log.name).read_text())
+        if found:
+            try:
+                with urllib.request.urlopen(found[1], timeout=2) as r:
+                    if r.status == 200:
+                        return found[1]
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError(f"mescc serve did not answer on port {port} in {timeout_s} s")
+
+
+# -- the browser ----------------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = (

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import tempfile
 from pathlib import Path
 
 from ..errors import InputError
 from ..phantom import GRADES
+from ..web.access import TOKEN_MIN_CHARS, check_token, is_loopback, new_token, page_urls
 
 HELP = "serve the analysis as a web page (Slicer's views in the browser), e.g. for teaching"
 DESCRIPTION = (
@@ -15,8 +17,10 @@ DESCRIPTION = (
     "report) and Slicer's own slice and 3D views, driven by the same MRML logic. --demo opens "
     "the phantom study ready to explore; --study serves a study folder (t2.nii.gz, t1.nii.gz, "
     "ct.nii.gz, pet_dicom/) inside --allowed-root. Served on 127.0.0.1 unless --host says "
-    "otherwise."
+    "otherwise; the page and its websocket need the session token, printed in the address "
+    "to open (see docs/security.md)."
 )
+TOKEN_ENV = "MESCC_SERVE_TOKEN"
 
 
 def add_arguments(parser):
@@ -42,7 +46,13 @@ def add_arguments(parser):
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)"
     )
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080, 0: a free one)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"the session token the page's address must carry (default: ${TOKEN_ENV}, "
+        f"or a new random one); at least {TOKEN_MIN_CHARS} lower-case letters, digits, - or _",
+    )
 
 
 def resolve_study(study: str, allowed_root: str) -> Path:
@@ -59,7 +69,24 @@ def resolve_study(study: str, allowed_root: str) -> Path:
         )
     if not (folder / "t2.nii.gz").is_file():
         raise InputError("no t2.nii.gz in the study folder", path=study)
+    _refuse_links_out(folder, root)
     return folder
+
+
+def _refuse_links_out(folder: Path, root: Path) -> None:
+    """Refuse a study with any file or folder (t2, t1, ct, pet_dicom/ and its files, labels,
+    anything the loader may read) that resolves outside ``root``, e.g. a symbolic link to
+    another patient's data."""
+    for parent, dirs, files in os.walk(folder):  # symbolic links to folders are not entered
+        for name in sorted(dirs) + sorted(files):
+            path = Path(parent) / name
+            target = path.resolve()
+            if target != root and root not in target.parents:
+                raise InputError(
+                    f"links outside the allowed folder {root}",
+                    path=path,
+                    hint="copy the file into the study instead of linking to it",
+                )
 
 
 def _check_host(host: str) -> None:
@@ -76,8 +103,11 @@ def _check_host(host: str) -> None:
 def run(args, term) -> int:
     study = resolve_study(args.study, args.allowed_root) if args.study else None
     _check_host(args.host)
-    if not 1 <= args.port <= 65535:
-        raise InputError(f"--port must be 1-65535, got {args.port}")
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0-65535, got {args.port}")
+    # There is no way to serve without a token: on the network, it is what keeps a class's
+    # neighbours out; on this machine, what keeps other web pages out.
+    token = new_token() if args.token is None else check_token(args.token)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mescc_serve."))
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", path=out)
@@ -98,5 +128,16 @@ def run(args, term) -> int:
     app.load()  # the page opens on the study, ready to explore
     term.finish()
     print(f"session files: {out}", flush=True)
-    app.start(host=args.host, port=args.port)
+
+    def announce(port):
+        for url in page_urls(args.host, port, token):
+            print(f"open {url}", flush=True)
+        if not is_loopback(args.host):
+            print(
+                "note: plain http: anyone who can watch this network can read the token and "
+                "the images; serve a class on a network you trust (docs/security.md)",
+                flush=True,
+            )
+
+    app.start(host=args.host, port=args.port, token=token, on_ready=announce)
     return 0

@@ -28,6 +28,8 @@ from ..mrml.registration import show_pet_overlay
 from ..mrml.scene import save_mrb
 from ..mrml.study import load_study_folder
 from ..mrml.workflow import Workflow
+from .access import MAX_FRAME_BYTES, client_error_text
+from .guard import ServerGuard
 from .teaching import STRUCTURE_NAMES, metric_rows
 
 logger = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ class MesccWebApp:
             self.state.error = str(exc)
         except Exception as exc:  # the page must say something, not hang
             logger.exception("step failed")
-            self.state.error = f"unexpected error: {exc}"
+            self.state.error = client_error_text(exc)  # the traceback stays in the log
         finally:
             self.state.busy = False
             self.state.flush()
@@ -562,9 +564,25 @@ class MesccWebApp:
                 html.P("{{ report_text }}", id="report-text", classes="text-body-2")
 
     # -- start ------------------------------------------------------------------------------------------
-    def start(self, *, host: str, port: int, **kwargs):
-        """Serve the page (blocks until the server stops)."""
-        self.server.start(host=host, port=port, open_browser=False, **kwargs)
+    def start(self, *, host: str, port: int, token: str, on_ready=None, **kwargs):
+        """Serve the page (blocks until the server stops).
+
+        Only a client holding ``token`` (see :mod:`.guard`) gets the page and the
+        websocket; ``on_ready(port)`` is called once the server listens (``port`` may be 0
+        for a free one).
+        """
+        guard = ServerGuard(token=token, host=host)
+        self.server.options["ws_max_msg_size"] = MAX_FRAME_BYTES  # wslink's frame limit
+        self.ctrl.on_server_bind.add(guard.install)
+        if on_ready is not None:
+            self.ctrl.on_server_ready.add(lambda **_: on_ready(self.server.port))
+        self.server.start(
+            host=host,
+            port=port,
+            open_browser=False,
+            show_connection_info=False,  # trame's would print the address without the token
+            **kwargs,
+        )
 
 
 def csa_plot_data_url(result) -> str:
