@@ -86,13 +86,14 @@ def test_analyze_refuses_a_users_folder_and_deletes_nothing(a_users_folder, a_st
     assert (a_users_folder.parent / ".d.old" / "backup.txt").read_text() == "older work"
 
 
-@pytest.mark.parametrize("command", ["phantom", "demo", "metrics"])
+@pytest.mark.parametrize("command", ["phantom", "demo", "metrics", "serve"])
 def test_every_folder_writer_refuses_a_users_folder(command, a_users_folder, a_study, capsys):
     study, _ = a_study
     args = {
         "phantom": ["phantom", "--grade", "1a"],
         "demo": ["demo", "--no-scene"],
         "metrics": ["metrics", "--labels", str(study / "labels.nii.gz")],
+        "serve": ["serve", "--demo", "--port", "0"],
     }[command]
     assert main([*args, "--out", str(a_users_folder)]) == 2
     assert "not written by mescc" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from ..outputs import claim_dir
 from ..phantom import GRADES
 from ..web.access import TOKEN_MIN_CHARS, check_token, is_loopback, new_token, page_urls
 
@@ -109,10 +110,9 @@ def run(args, term) -> int:
     # neighbours out; on this machine, what keeps other web pages out.
     token = new_token() if args.token is None else check_token(args.token)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mescc_serve."))
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", path=out)
     if study is not None and (out.resolve() == study or study in out.resolve().parents):
         raise InputError("the output folder is inside the study", path=out, hint="give --out")
+    claim_dir(out)  # a folder of the user's is refused, never written into
     term.stage("views")
     from ..web.app import MesccWebApp
 
