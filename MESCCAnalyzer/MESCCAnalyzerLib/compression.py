@@ -288,12 +288,13 @@ def _measure_section(
         rows = np.nonzero(sac.max(axis=1) > 1e-3)[0]
         cols = np.nonzero(sac.max(axis=0) > 1e-3)[0]
         pad = margin_mm / win.pixel
-        corners = [
-            win.to_lps(c, el, ea, i, j)
-            for i in (cols[0] - pad, cols[-1] + pad)
-            for j in (rows[0] - pad, rows[-1] + pad)
-        ]
-        inside = box.contains(np.array(corners))
+        if rows.size and cols.size:  # else only traces of the sac: the section is not valid
+            corners = [
+                win.to_lps(c, el, ea, i, j)
+                for i in (cols[0] - pad, cols[-1] + pad)
+                for j in (rows[0] - pad, rows[-1] + pad)
+            ]
+            inside = box.contains(np.array(corners))
     # The cord must not touch the window's edge (it would be cut).
     edge = (
         max(fc[0].max(), fc[-1].max(), fc[:, 0].max(), fc[:, -1].max())

@@ -14,7 +14,16 @@ the slices form one regular 3D grid:
   ``SLICE_GAP_TOL_MM + SLICE_GAP_TOL_REL × median gap`` of the median gap (0.01 mm + 1 %,
   so DS rounding passes and one missing slice — a gap twice the others — does not);
 * in-plane origin drift between slices (gantry tilt: the positions not on one line along the
-  normal) within the same tolerance.
+  normal) within the same tolerance;
+* every value usable: Rows and Columns positive, ImagePositionPatient finite,
+  ImageOrientationPatient two unit vectors at right angles (within :data:`IOP_UNIT_TOL`),
+  PixelSpacing finite and positive (each error names the file).
+
+Only regular files are read (a link to one is followed): a named pipe or a link to a device
+such as ``/dev/zero`` in the folder is skipped, since reading it would block or never end.
+Before the pixels are decoded, :func:`check_pixel_data` refuses a file whose pixel data is
+shorter than its header declares, or whose compressed codestream lacks its end marker (a cut
+JPEG 2000 slice would otherwise cost gigabytes in the decoder and fail naming no file).
 
 The image's origin is the position of the first slice in that order (the most negative along
 the normal: for an axial LPS series, the most inferior slice), its direction columns are the
@@ -24,6 +33,8 @@ row cosine, the column cosine and the normal, its third spacing the median gap.
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +46,8 @@ from .errors import InputError
 ORIENTATION_TOL = 1e-4
 #: tolerance on PixelSpacing between slices, mm
 PIXEL_SPACING_TOL_MM = 1e-3
+#: tolerance on the unit length and orthogonality of the ImageOrientationPatient cosines
+IOP_UNIT_TOL = 1e-2
 #: absolute part of the slice-gap tolerance, mm (DS values are rounded to ~16 characters)
 SLICE_GAP_TOL_MM = 0.01
 #: relative part of the slice-gap tolerance (fraction of the median gap)
@@ -106,6 +119,11 @@ def _floats(value, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _ds_text(values) -> str:
+    """A multi-valued DS as DICOM writes it (values separated by backslashes)."""
+    return "\\".join(f"{v:g}" for v in values)
+
+
 def _float(value, default: float) -> float:
     try:
         return float(value) if value not in (None, "") else default
@@ -145,11 +163,33 @@ def read_header(path: str | os.PathLike):
     return None
 
 
+def _size_value(ds, keyword: str, tag: str, path) -> int:
+    """Rows or Columns as a positive integer; an empty or invalid value names the file."""
+    value = ds.get(keyword)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise InputError(
+            f"{keyword} {tag} is {'empty' if value in (None, '') else repr(value)}: the image "
+            "size is unknown",
+            path=path,
+            hint="the file is damaged; remove it from the folder or re-export the series",
+        )
+    return number
+
+
 def slice_header(path: Path, ds) -> SliceHeader | None:
-    """Turn a header into a :class:`SliceHeader`; ``None`` for a non-image object."""
+    """Turn a header into a :class:`SliceHeader`; ``None`` for a non-image object.
+
+    Raises :class:`InputError` naming the file when Rows or Columns is empty or not positive.
+    """
     modality = str(ds.get("Modality", "") or "").upper()
     if modality in NON_IMAGE_MODALITIES or "Rows" not in ds or "Columns" not in ds:
         return None
+    rows = _size_value(ds, "Rows", "(0028,0010)", path)
+    columns = _size_value(ds, "Columns", "(0028,0011)", path)
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
@@ -158,8 +198,8 @@ def slice_header(path: Path, ds) -> SliceHeader | None:
         path=path,
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         modality=modality,
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=rows,
+        columns=columns,
         ipp_lps_mm=_floats(ds.get("ImagePositionPatient"), 3),
         iop=_floats(ds.get("ImageOrientationPatient"), 6),
         pixel_spacing_mm=_floats(ds.get("PixelSpacing"), 2),
@@ -170,15 +210,40 @@ def slice_header(path: Path, ds) -> SliceHeader | None:
     )
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    files = []
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file (a symbolic link to one counts): not a named pipe,
+    socket or device, whose reading could block forever or never end (``/dev/zero``)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Raise :class:`InputError` unless ``path`` is a regular file (see :func:`is_regular_file`)."""
+    if not is_regular_file(path):
+        raise InputError(
+            "not a regular file (a named pipe, socket or device): it cannot be read as an image",
+            path=path,
+            hint="give the image file itself",
+        )
+
+
+def _candidate_files(folder: Path) -> tuple[list[Path], int]:
+    """The regular files under ``folder`` (hidden ones and DICOMDIR left out), and how many
+    other entries (pipes, devices, broken links) were skipped."""
+    files, n_special = [], 0
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
-            files.append(Path(root) / name)
-    return files
+            path = Path(root) / name
+            if is_regular_file(path):
+                files.append(path)
+            else:
+                n_special += 1
+    return files, n_special
 
 
 def scan_folder(folder: str | os.PathLike, *, progress=None, cancel=None) -> list[SeriesInfo]:
@@ -190,10 +255,15 @@ def scan_folder(folder: str | os.PathLike, *, progress=None, cancel=None) -> lis
     from .progress import check
 
     folder = Path(folder)
-    files = _candidate_files(folder)
+    files, n_special = _candidate_files(folder)
     if not files:
         raise InputError(
-            "the folder is empty", path=folder, hint="give a folder of DICOM files or an image file"
+            "the folder is empty"
+            if not n_special
+            else f"the folder holds no regular file ({n_special} pipe, device or broken link "
+            "entries skipped)",
+            path=folder,
+            hint="give a folder of DICOM files or an image file",
         )
     by_uid: dict[str, list[SliceHeader]] = {}
     n_not_dicom = n_not_image = 0
@@ -218,6 +288,8 @@ def scan_folder(folder: str | os.PathLike, *, progress=None, cancel=None) -> lis
             parts.append(
                 f"{n_not_image} DICOM object{'s' if n_not_image > 1 else ''} without an image"
             )
+        if n_special:
+            parts.append(f"{n_special} pipe, device or broken link entries skipped")
         raise InputError(
             f"no DICOM image found ({', '.join(parts)})",
             path=folder,
@@ -299,6 +371,23 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
                     f"missing or malformed {name}: the slice cannot be placed in space",
                     path=s.path,
                 )
+            if not np.all(np.isfinite(value)):
+                raise InputError(
+                    f"{name} holds a non-finite value ({', '.join(f'{v:g}' for v in value)}): "
+                    "the slice cannot be placed in space",
+                    path=s.path,
+                )
+        _check_orientation(s)
+        if s.pixel_spacing_mm is not None and not (
+            np.all(np.isfinite(s.pixel_spacing_mm)) and min(s.pixel_spacing_mm) > 0
+        ):
+            raise InputError(
+                "PixelSpacing (0028,0030) is "
+                f"{_ds_text(s.pixel_spacing_mm)} mm: "
+                "each must be a positive number",
+                path=s.path,
+                hint="the header is damaged; re-export the series",
+            )
         if s.rows != first.rows or s.columns != first.columns:
             raise InputError(
                 f"slice size {s.columns}×{s.rows} differs from {first.columns}×{first.rows} "
@@ -319,15 +408,32 @@ def _check_consistent(slices: list[SliceHeader]) -> None:
             raise InputError("PixelSpacing differs within the series", path=s.path)
 
 
+def _check_orientation(s: SliceHeader) -> None:
+    """ImageOrientationPatient must be two unit vectors at right angles (within
+    :data:`IOP_UNIT_TOL`); an all-zero or otherwise degenerate one would give NaN directions."""
+    row = np.asarray(s.iop[:3], dtype=float)
+    col = np.asarray(s.iop[3:], dtype=float)
+    norms = (float(np.linalg.norm(row)), float(np.linalg.norm(col)))
+    dot = float(row @ col)
+    if max(abs(n - 1.0) for n in norms) > IOP_UNIT_TOL or abs(dot) > IOP_UNIT_TOL:
+        raise InputError(
+            "ImageOrientationPatient (0020,0037) is "
+            f"{_ds_text(s.iop)}: not two perpendicular unit vectors "
+            f"(lengths {norms[0]:.3g} and {norms[1]:.3g}, cosine between them {dot:.3g})",
+            path=s.path,
+            hint="the header is damaged; re-export the series",
+        )
+
+
 def _slice_spacing(slices, along, positions, normal, folder) -> float:
     """The regular gap between sorted slices; refuse duplicates, gaps and sideways drift."""
     if len(slices) == 1:
         ds = slices[0].dataset
-        return (
-            _float(ds.get("SpacingBetweenSlices"), 0.0)
-            or _float(ds.get("SliceThickness"), 1.0)
-            or 1.0
-        )
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            value = abs(_float(ds.get(keyword), 0.0))  # some old scanners write it negative
+            if np.isfinite(value) and value > 0:
+                return value
+        return 1.0
     gaps = np.diff(along)
     dup = np.flatnonzero(gaps < SLICE_GAP_TOL_MM)
     if dup.size:
@@ -375,6 +481,8 @@ def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeo
     normal = np.cross(row, col)
     positions = np.array([s.ipp_lps_mm for s in slices], dtype=float)
     along = positions @ normal
+    if not np.all(np.isfinite(along)):
+        raise InputError("ImagePositionPatient values out of range", path=folder)
     order = np.argsort(along, kind="stable")
     slices = [slices[i] for i in order]
     along, positions = along[order], positions[order]
@@ -392,6 +500,75 @@ def series_geometry(info: SeriesInfo, *, folder: str | os.PathLike) -> SeriesGeo
     )
 
 
+# Transfer syntaxes whose encapsulated frames are JPEG-family codestreams ending with the
+# end-of-image/end-of-codestream marker FFD9: JPEG baseline/extended/lossless, JPEG-LS,
+# JPEG 2000 and HTJ2K. A cut codestream lacks it.
+_FFD9_TRANSFER_SYNTAXES = frozenset(
+    {
+        *(f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93)),
+        *(f"1.2.840.10008.1.2.4.{n}" for n in (201, 202, 203)),
+    }
+)
+
+
+def check_pixel_data(path: str | os.PathLike, *, rows: int, columns: int, frames: int = 1):
+    """Refuse a file whose pixel data is missing, shorter than Rows × Columns × frames
+    declare, or (compressed) not ending where its codestream must end; return the dataset.
+
+    Run before decoding: a cut compressed slice can make the decoder allocate gigabytes and
+    fail late with a message that names no file.
+    """
+    import pydicom
+    from pydicom.encaps import generate_fragments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(os.fspath(path), force=True)
+        except Exception as exc:  # pydicom raises many kinds on damaged files
+            raise InputError(f"cannot read the DICOM file ({exc})", path=path) from None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise InputError(
+            "no pixel data: the file is truncated or holds no image",
+            path=path,
+            hint="copy the file again from its source, or remove it",
+        )
+    if "PixelData" not in ds:
+        return ds
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    data = ds.PixelData
+    if syntax is not None and syntax.is_encapsulated:
+        try:
+            last = b""
+            for fragment in generate_fragments(data):
+                last = fragment
+        except Exception as exc:
+            raise InputError(
+                f"damaged compressed pixel data ({exc})", path=path, hint="the file is truncated"
+            ) from None
+        if str(syntax) in _FFD9_TRANSFER_SYNTAXES and not last.rstrip(b"\0").endswith(b"\xff\xd9"):
+            raise InputError(
+                f"the compressed pixel data ({syntax.name}) is cut short: its codestream has no "
+                "end marker",
+                path=path,
+                hint="the file is truncated; copy it again from its source",
+            )
+        return ds
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        samples, bits = 1, 16
+    expected = (rows * columns * max(frames, 1) * samples * bits + 7) // 8
+    if len(data) < expected:
+        raise InputError(
+            f"truncated pixel data: {len(data)} of {expected} bytes present",
+            path=path,
+            hint="copy the file again from its source",
+        )
+    return ds
+
+
 def read_series_pixels(geometry: SeriesGeometry, *, folder: str | os.PathLike):
     """Read the sorted slices' pixels with SimpleITK (each slice's own rescale applied).
 
@@ -402,6 +579,8 @@ def read_series_pixels(geometry: SeriesGeometry, *, folder: str | os.PathLike):
     import SimpleITK as sitk
 
     headers = geometry.headers
+    for h in headers:
+        check_pixel_data(h.path, rows=h.rows, columns=h.columns, frames=h.frames)
     slopes = {h.rescale_slope for h in headers}
     intercepts = {h.rescale_intercept for h in headers}
     uniform_integer = (
@@ -419,8 +598,8 @@ def read_series_pixels(geometry: SeriesGeometry, *, folder: str | os.PathLike):
     except RuntimeError as exc:
         raise InputError(
             f"cannot read the DICOM pixel data: {_first_line(exc)}",
-            path=folder,
-            hint="a file may be truncated or use an unsupported compression",
+            path=_first_unreadable(geometry.files) or folder,
+            hint="the file may be truncated or use an unsupported compression",
         ) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
@@ -436,6 +615,18 @@ def read_series_pixels(geometry: SeriesGeometry, *, folder: str | os.PathLike):
     image.SetSpacing(geometry.spacing_mm)
     image.SetDirection(geometry.direction)
     return image
+
+
+def _first_unreadable(files: list[Path]) -> Path | None:
+    """The first file SimpleITK cannot read on its own (to name it when a series fails)."""
+    import SimpleITK as sitk
+
+    for path in files:
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError:
+            return path
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .dicom_series import is_regular_file
 from .errors import InputError
 
 MARKUPS_SCHEMA = (
@@ -70,11 +71,19 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
     Raises :class:`InputError` naming the file when it is not JSON, has no ``markups``
     array, declares an unknown coordinate system or has a malformed position.
     """
+    if os.path.exists(path) and not is_regular_file(path):
+        raise InputError(
+            "not a regular file (a named pipe, socket or device)",
+            path=path,
+            hint="expected a Slicer .mrk.json point list",
+        )
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError as exc:
         raise InputError("file not found", path=path) from exc
+    except RecursionError:
+        raise InputError("the JSON is nested too deeply", path=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the file ({exc})", path=path) from exc
     except json.JSONDecodeError as exc:
@@ -111,7 +120,15 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
         plist = PointList(
             name=str(markup.get("name", "") or ""), type=str(markup.get("type", "") or "")
         )
-        for p_index, cp in enumerate(markup.get("controlPoints") or []):
+        control_points = markup.get("controlPoints") or []
+        if not isinstance(control_points, list):
+            raise InputError(f"'controlPoints' of markup {m_index + 1} is not a list", path=path)
+        for p_index, cp in enumerate(control_points):
+            if not isinstance(cp, dict):
+                raise InputError(
+                    f"control point {p_index + 1} of markup {m_index + 1} is not an object",
+                    path=path,
+                )
             status = str(cp.get("positionStatus", "defined"))
             defined = status in _USABLE_STATUS
             position = cp.get("position")

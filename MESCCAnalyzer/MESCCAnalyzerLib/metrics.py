@@ -33,8 +33,13 @@ from .centerline import Centerline, fit_centerline, voxel_points_lps
 from .errors import ComputationError, InputError
 from .outputs import atomic_dir, write_json, write_text
 from .progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
+from .seeds import OTHER_LABEL, axial_axis_kji
 
 CROP_MARGIN_MM = 12.0
+#: a grown cord is a tube present on (nearly) every axial slice between its ends; seed
+#: strokes lie on a few slices. Labels whose cord is on fewer than this fraction of the
+#: slices it spans are refused as seed strokes (a grown segmentation with small gaps passes).
+MIN_CORD_SLICE_FRACTION = 0.5
 DISTANCE_TO_CORD = "DistanceToCord_mm"
 DISTANCE_TO_MASS = "DistanceToMass_mm"
 MODEL_FILES = {
@@ -113,6 +118,7 @@ def validate_labels(
                 "the labelmap holds non-integer values; labels 1-4 are expected", path=path
             )
     arr = sitk.GetArrayViewFromImage(labels)
+    _refuse_seed_strokes(labels, arr, path)
     present = {v for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if (arr == v).any()}
     missing = [
         f"{LABEL_NAMES[v]} ({v})" for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if v not in present
@@ -132,6 +138,57 @@ def validate_labels(
                 f"the PET image is {pet.GetDimension()}D; a 3D SUV image is needed", path=pet_path
             )
         uptake.check_same_grid(labels, pet, path=pet_path)
+
+
+def _refuse_seed_strokes(labels: sitk.Image, arr: np.ndarray, path) -> None:
+    """Refuse seed strokes given as labels: a cord on few of the axial slices it spans (see
+    :data:`MIN_CORD_SLICE_FRACTION`) is not a closed cord and thecal sac to measure."""
+    cord = arr == LABEL_CORD
+    if not cord.any():
+        return
+    axis = axial_axis_kji(labels)
+    on_slice = cord.any(axis=tuple(a for a in range(3) if a != axis))
+    present = np.flatnonzero(on_slice)
+    span = int(present[-1] - present[0] + 1)
+    if span < 3 or present.size >= MIN_CORD_SLICE_FRACTION * span:
+        return
+    other = bool((arr >= OTHER_LABEL).any())
+    raise InputError(
+        "these look like seed strokes, not a grown segmentation: the spinal cord "
+        f"({LABEL_CORD}) is on {present.size} of the {span} axial slices between its ends"
+        + (f", and labels {OTHER_LABEL}+ ('other' tissue strokes) are present" if other else "")
+        + "; the metrics need a closed cord and thecal sac on every slice",
+        path=path,
+        hint="grow the seeds first (mescc segment --image T2 --seeds SEEDS --out labels.nii.gz) "
+        "and give that labelmap",
+    )
+
+
+_FACE_NAMES = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))
+
+
+def mass_edge_note(labels: sitk.Image) -> str | None:
+    """A note when the mass label touches a face of the image: the mass may continue beyond
+    the field of view, so its volume and extent are lower bounds. ``None`` otherwise."""
+    arr = sitk.GetArrayViewFromImage(labels)
+    mass = arr == LABEL_MASS
+    direction = np.asarray(labels.GetDirection(), dtype=float).reshape(3, 3)
+    faces = []
+    for axis_kji in range(3):
+        axis_ijk = 2 - axis_kji
+        for end, sign in ((0, -1.0), (-1, 1.0)):
+            index = [slice(None)] * 3
+            index[axis_kji] = end
+            if mass[tuple(index)].any():
+                outward = sign * direction[:, axis_ijk]  # LPS direction out of this face
+                k = int(np.argmax(np.abs(outward)))
+                faces.append(_FACE_NAMES[k][1 if outward[k] > 0 else 0])
+    if not faces:
+        return None
+    return (
+        f"the epidural mass touches the image edge ({', '.join(dict.fromkeys(faces))}): it may "
+        "extend beyond the field of view, so its volume and extent are lower bounds"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,7 +427,7 @@ def compute_metrics(
         "mass_arc_range_mm": [float(arc_lo), float(arc_hi)],
         "reference_arc_mm": v["reference_arc_mm"],
         "reference_sides": v["reference_sides"],
-        "notes": [n for n in comp.notes if n],
+        "notes": [n for n in (*comp.notes, mass_edge_note(labels_u8)) if n],
         "sections": int(len(sections.arc_mm)),
         "valid_sections": int(sections.valid.sum()),
         "section_step_mm": float(section_step_mm),

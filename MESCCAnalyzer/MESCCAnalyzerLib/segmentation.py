@@ -145,20 +145,7 @@ def check_inputs(
                 hint=f"resample it onto {names[0]} first",
             )
     if seeds is not None:
-        if not same_grid(seeds, ref):
-            raise InputError(
-                f"the seeds are not on the first image's grid ({_grid_text(seeds)} vs {_grid_text(ref)}, or a different origin/direction)",
-                path=seeds_name,
-                hint=f"paint the seeds on {names[0]} (or give them as a .mrk.json point list)",
-            )
-        labels = seed_labels(seeds)
-        if len(labels) < 2:
-            found = "no label" if not labels else f"only label {labels[0]}"
-            raise InputError(
-                f"the seeds hold {found}; growing needs at least two competing labels",
-                path=seeds_name,
-                hint="add strokes of another structure or of 'other' tissue (a label above 4) around it",
-            )
+        _check_seeds(seeds, ref, seeds_name, ref_name=names[0])
     if roi is not None:
         if not same_grid(roi, ref):
             raise InputError(
@@ -176,6 +163,26 @@ def check_inputs(
                     path=roi_name,
                     hint="enlarge the region or paint strokes inside it",
                 )
+
+
+def _check_seeds(seeds: sitk.Image, ref: sitk.Image, path, *, ref_name="the image") -> None:
+    """Seeds on ``ref``'s grid with at least two labels; errors name the seeds file ``path``."""
+    if seeds.GetDimension() != 3 or seeds.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("the seeds are not a scalar 3D labelmap", path=path)
+    if not same_grid(seeds, ref):
+        raise InputError(
+            f"the seeds are not on the first image's grid ({_grid_text(seeds)} vs {_grid_text(ref)}, or a different origin/direction)",
+            path=path,
+            hint=f"paint the seeds on {ref_name} (or give them as a .mrk.json point list)",
+        )
+    labels = seed_labels(seeds)
+    if len(labels) < 2:
+        found = "no label" if not labels else f"only label {labels[0]}"
+        raise InputError(
+            f"the seeds hold {found}; growing needs at least two competing labels",
+            path=path,
+            hint="add strokes of another structure or of 'other' tissue (a label above 4) around it",
+        )
 
 
 def seed_labels(seeds: sitk.Image) -> list[int]:
@@ -658,9 +665,11 @@ def points_to_seeds(
         label = label_from_text(text)
         if label is None:
             raise InputError(
-                f"point {n + 1} has label {text!r}, not a number or a structure name",
+                f"point {n + 1} has label {text!r}, not a number 1-{MAX_SEED_LABEL} or a "
+                "structure name",
                 path=source,
-                hint="give each point a description 1 (cord), 2 (CSF), 3 (mass), 4 (bone) or 5+ (other)",
+                hint="give each point a description 1 (cord), 2 (CSF), 3 (mass), 4 (bone) or "
+                f"5+ (other, or other1 ... other{MAX_SEED_LABEL - 4})",
             )
         index = reference.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in xyz))
         ijk = [int(np.floor(v + 0.5)) for v in index]
@@ -693,16 +702,23 @@ _NAMES = {
 }
 
 
+#: largest seed label (seed labelmaps are uint16)
+MAX_SEED_LABEL = 65535
+
+
 def label_from_text(text: str) -> int | None:
-    """The label of a seed's text: an integer ≥ 1, a structure name, or 'other'/'otherN'."""
+    """The label of a seed's text: an integer 1-65535, a structure name, or 'other'/'otherN'
+    (label 4 + N, at most 65535); ``None`` for anything else."""
     t = str(text).strip().lower()
-    if t.isdigit():
+    if t.isdigit() and t.isascii():
         value = int(t)
-        return value if 1 <= value <= 65535 else None
+        return value if 1 <= value <= MAX_SEED_LABEL else None
     if t in _NAMES:
         return _NAMES[t]
-    if t.startswith("other") and t[5:].strip().isdigit():
-        return 4 + max(1, int(t[5:].strip()))
+    rest = t[5:].strip()
+    if t.startswith("other") and rest.isdigit() and rest.isascii():
+        value = 4 + max(1, int(rest))
+        return value if value <= MAX_SEED_LABEL else None
     return None
 
 
@@ -717,21 +733,26 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def load_seeds(path, reference: sitk.Image) -> sitk.Image:
     """Seeds from a file: a labelmap on ``reference``'s grid, or a Slicer ``.mrk.json``
     point list whose points carry their label as description (see :func:`points_to_seeds`).
+
+    Every check on the seeds is made here, so that each error names the seeds file whoever
+    calls: readable, integer labels 0-65535, on ``reference``'s grid, at least two labels.
     """
     from .study import load_image
 
     if str(path).endswith(".json"):
         from .markups import read_markups_points
 
-        return points_to_seeds(reference, read_markups_points(path), source=path)
-    seeds = load_image(path)
-    arr = sitk.GetArrayViewFromImage(seeds)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise InputError(
-            "the seed labelmap holds non-integer values",
-            path=path,
-            hint="save the seeds as a labelmap",
-        )
-    if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
-        raise InputError("seed labels must lie between 0 and 65535", path=path)
+        seeds = points_to_seeds(reference, read_markups_points(path), source=path)
+    else:
+        seeds = load_image(path)
+        arr = sitk.GetArrayViewFromImage(seeds)
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise InputError(
+                "the seed labelmap holds non-integer values",
+                path=path,
+                hint="save the seeds as a labelmap",
+            )
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > MAX_SEED_LABEL:
+            raise InputError(f"seed labels must lie between 0 and {MAX_SEED_LABEL}", path=path)
+    _check_seeds(seeds, reference, path)
     return seeds

@@ -68,6 +68,12 @@ _TAGS = {
 #: plausible ranges (outside: refused as a header error, with the option to correct it)
 WEIGHT_RANGE_KG = (1.0, 400.0)
 HEIGHT_RANGE_M = (0.3, 2.8)
+#: longest plausible time from injection to the decay reference, in half-lives. After 10
+#: half-lives 1/1024 of the dose is left, so the SUV factor is 1024 times its value at
+#: injection: 18.3 h for F-18 (scans are made 1-3 h after injection), 11 h for Ga-68, 32 days
+#: for Zr-89 (imaged up to ~7 days, 2 half-lives). A longer time is a date or time error in
+#: the header (e.g. the injection a year before the scan) and is refused, not computed.
+MAX_DECAY_HALF_LIVES = 10.0
 
 
 def _missing(keyword: str, source, extra: str = "") -> MissingTagError:
@@ -750,6 +756,7 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
         reference, how = _scan_reference(headers, overrides)
         start = _injection(h0, overrides, reference, info.notes)
         dt = (reference - start).total_seconds()
+        _check_decay_time(dt, half_life, start, reference, h0)
         factor = 2.0 ** (-dt / half_life)
         info.injection_datetime = start.isoformat(sep=" ")
         info.reference_datetime = reference.isoformat(sep=" ")
@@ -759,6 +766,30 @@ def _bqml_factors(headers, weight_kg, overrides: SUVOverrides, info: SUVInfo) ->
     factors = _uncorrected_decay_factors(headers, half_life, overrides, info)
     info.decayed_dose_bq = dose * factors[0]
     return [weight_kg * 1e3 / (dose * f) for f in factors]
+
+
+def _check_decay_time(dt_s: float, half_life_s: float, start, reference, h: PETHeader) -> None:
+    """Refuse a decay time beyond :data:`MAX_DECAY_HALF_LIVES` (a header date/time error; it
+    would also underflow the decay factor to 0 and divide by it)."""
+    if dt_s <= MAX_DECAY_HALF_LIVES * half_life_s:
+        return
+    raise InputError(
+        f"{_duration_text(dt_s)} from the injection ({start.isoformat(sep=' ')}) to the decay "
+        f"reference ({reference.isoformat(sep=' ')}) is {dt_s / half_life_s:.3g} half-lives of "
+        f"{half_life_s:g} s, more than the plausible {MAX_DECAY_HALF_LIVES:g}: a date or time in "
+        "the header is wrong",
+        path=h.source or None,
+        hint="check RadiopharmaceuticalStartDateTime/Time (0018,1078/1072), SeriesDate/Time and "
+        "RadionuclideHalfLife, or supply --injection-time, --scan-time or --half-life-s",
+    )
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.4g} days"
+    if seconds >= 7200:
+        return f"{seconds / 3600:.4g} h"
+    return f"{seconds / 60:.4g} min"
 
 
 def _uncorrected_decay_factors(headers, half_life, overrides: SUVOverrides, info) -> list[float]:
@@ -788,6 +819,7 @@ def _uncorrected_decay_factors(headers, half_life, overrides: SUVOverrides, info
             raise InputError(
                 "a slice's AcquisitionTime is before the injection", path=h.source or None
             )
+        _check_decay_time(dt, half_life, start, t0, h)
         duration_s = (h.actual_frame_duration_ms or 0.0) / 1e3
         average = (
             (1.0 - math.exp(-lam * duration_s)) / (lam * duration_s) if duration_s > 0 else 1.0
@@ -854,6 +886,7 @@ def _pet_series(path: Path, series_uid, progress, cancel):
                 hint="give a PET DICOM series",
             )
         return dicom_series.choose_series(pet, folder=path, series_uid=series_uid)
+    dicom_series.require_regular_file(path)
     ds = dicom_series.read_header(path)
     if ds is None:
         raise InputError("not a DICOM file (no DICOM header could be read)", path=path)
@@ -889,7 +922,6 @@ def pet_to_suv(
     -------
     (SimpleITK.Image, SUVInfo)
     """
-    import pydicom
     import SimpleITK as sitk
 
     from .progress import check, sub_progress
@@ -906,10 +938,7 @@ def pet_to_suv(
         check(cancel)
         if progress is not None:
             progress(0.3 + 0.7 * k / n, "converting to SUV")
-        try:
-            ds = pydicom.dcmread(str(file), force=True)  # a DICOM file, checked when scanned
-        except Exception as exc:
-            raise InputError(f"cannot read the DICOM file: {exc}", path=file) from None
+        ds = dicom_series.check_pixel_data(file, rows=ny, columns=nx)
         values = _slice_values(file, ds)
         if values.shape != (ny, nx):
             raise InputError(f"pixel data {values.shape} disagrees with Rows/Columns", path=file)

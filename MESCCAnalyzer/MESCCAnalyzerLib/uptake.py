@@ -75,6 +75,11 @@ def _convolve_same(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     ]
 
 
+def _radius_voxels(spacing) -> list[int]:
+    """The SUVpeak sphere's radius in voxels along i, j, k (at least 1)."""
+    return [max(1, int(math.ceil(PEAK_RADIUS_MM / float(s)))) for s in spacing]
+
+
 def uptake_metrics(suv: sitk.Image, mass: sitk.Image) -> dict:
     """SUV statistics of the mass (see the module docstring); ``mass`` is a binary mask."""
     check_same_grid(mass, suv)
@@ -84,6 +89,18 @@ def uptake_metrics(suv: sitk.Image, mass: sitk.Image) -> dict:
     values = sitk.GetArrayFromImage(suv).astype(np.float64)
     spacing = np.asarray(suv.GetSpacing(), dtype=np.float64)
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    # The peak sphere reads up to its radius beyond the mass: no NaN may hide there.
+    near = sitk.GetArrayFromImage(  # a copy: a view would outlive the temporary image
+        sitk.BinaryDilate(sitk.Cast(mass != 0, sitk.sitkUInt8), _radius_voxels(spacing))
+    )
+    n_bad = int(np.count_nonzero(~np.isfinite(values[near != 0])))
+    if n_bad:
+        raise InputError(
+            f"the SUV image holds {n_bad} NaN or infinite value{'s' if n_bad > 1 else ''} in "
+            f"or within {PEAK_RADIUS_MM:.1f} mm of the mass: SUVmax, SUVpeak and MTV would be "
+            "undefined",
+            hint="replace them by a number first (e.g. 0 outside the PET field of view)",
+        )
     inside = values[m]
     suv_max = float(inside.max())
     mtv = m & (values >= MTV_THRESHOLD * suv_max)
