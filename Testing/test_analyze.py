@@ -42,8 +42,8 @@ def test_demo_writes_every_output_and_grades_the_phantom(a_demo):
         assert (analysis / name).is_file(), name
     for model in ("cord.vtp", "thecal_sac.vtp", "mass.vtp", "cord_centerline.vtp"):
         assert (analysis / "models" / model).is_file(), model
-    metrics = json.loads((analysis / "metrics.json").read_text())
-    truth = json.loads((a_demo / "study" / "truth.json").read_text())
+    metrics = json.loads((analysis / "metrics.json").read_text(encoding="utf-8"))
+    truth = json.loads((a_demo / "study" / "truth.json").read_text(encoding="utf-8"))
     assert metrics["bilsky_grade"] == truth["grade"] == "3"
     assert metrics["mscc_percent"] == pytest.approx(
         truth["mscc_percent"], abs=5.0
@@ -68,7 +68,7 @@ def test_registration_of_the_demo_recovers_the_phantom_transform(a_demo):
 
 
 def test_report_is_self_contained_and_states_the_grade(a_demo):
-    text = (a_demo / "analysis" / "report.html").read_text()
+    text = (a_demo / "analysis" / "report.html").read_text(encoding="utf-8")
     assert "id=bilsky-grade>3<" in text
     assert text.count("data:image/png;base64,") >= 2  # slice views and profile, at least
     assert "http://" not in text and "https://" not in text  # nothing fetched when opened

@@ -63,7 +63,7 @@ def test_suv_writes_the_suv_image_and_prints_the_factor(shared_data, tmp_path, c
     assert code == 0, err
     assert "SUVbw factor: 5.942485e-04" in out  # MANIFEST: 5.9425e-4
     assert "decay time: 3976.9 s" in out  # 14:17:00 → 15:23:16.921
-    details = json.loads(info_path.read_text())
+    details = json.loads(info_path.read_text(encoding="utf-8"))
     assert details["factor"] == pytest.approx(5.9425e-4, abs=5e-9)  # MANIFEST's 5 digits
     ds = pydicom.dcmread(shared_data / FLT_1)
     want = ds.pixel_array * float(ds.RescaleSlope) * details["factor"]

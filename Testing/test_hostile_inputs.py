@@ -458,7 +458,7 @@ def test_a_mass_touching_the_image_edge_gets_a_lower_bound_note(grade2_labels, t
     out = tmp_path / "metrics"
     code, stdout, err = _run(capsys, "metrics", "--labels", path, "--out", out)
     assert code == 0, err
-    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    notes = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["notes"]
     edge = [n for n in notes if "touches the image edge" in n]
     assert len(edge) == 1 and "lower bounds" in edge[0] and "inferior" in edge[0]
     assert "touches the image edge" in stdout

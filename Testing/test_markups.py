@@ -110,7 +110,7 @@ def test_points_written_in_ras_are_read_back_in_lps(tmp_path):
     path = write_markups_points(
         tmp_path / "w.mrk.json", pts, coordinate_system="RAS", descriptions=True
     )
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["markups"][0]["coordinateSystem"] == "RAS"
     assert data["markups"][0]["controlPoints"][0]["position"] == [-12.25, 3.5, 100.0]
     back = read_markups_points(path)

@@ -95,7 +95,7 @@ def test_metrics_command_writes_json_sections_and_models(a_run, grade2):
     code, out = a_run
     _, truth = grade2
     assert code == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for key in REQUIRED_KEYS + PET_KEYS:
         assert key in m and m[key] is not None, key
     assert m["bilsky_grade"] == "2"
@@ -149,7 +149,7 @@ def test_a_seg_nrrd_gives_the_same_numbers(study_files, grade2, tmp_path):
         )
         == 0
     )
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     ref = compute_metrics(grade2[0]).metrics
     assert m["bilsky_grade"] == ref["bilsky_grade"]
     for key in ("mscc_percent", "cord_csa_ratio", "mass_volume_ml", "canal_compromise_percent"):

@@ -99,7 +99,7 @@ def test_report_is_written_from_the_session(a_sample_session, tmp_path):
     path = s["flow"].save_report(
         tmp_path / "report.html", s["nodes"].mri, s["nodes"].segmentation, s["nodes"].pet
     )
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert f"id=bilsky-grade>{s['flow'].last_metrics.metrics['bilsky_grade']}<" in text
     assert text.count("data:image/png;base64,") >= 2
 
@@ -113,7 +113,7 @@ def test_report_from_the_panel_has_the_registration_quality_as_the_command_lines
         .save_report(
             tmp_path / "report.html", s["nodes"].mri, s["nodes"].segmentation, s["nodes"].pet
         )
-        .read_text()
+        .read_text(encoding="utf-8")
     )
     assert "Registration quality (CT → MRI)" in text
     assert "final metric value" in text and "iterations per level" in text
@@ -131,7 +131,7 @@ def test_the_report_survives_saving_and_reopening_the_scene(a_sample_session, tm
 
     mri, pet = node(s["nodes"].mri.GetName()), node(s["nodes"].pet.GetName())
     segmentation = node(s["nodes"].segmentation.GetName())
-    text = flow.save_report(tmp_path / "again.html", mri, segmentation, pet).read_text()
+    text = flow.save_report(tmp_path / "again.html", mri, segmentation, pet).read_text(encoding="utf-8")
     grade = s["flow"].last_metrics.metrics["bilsky_grade"]
     assert f"id=bilsky-grade>{grade}<" in text
     assert f"{s['flow'].last_metrics.metrics['mscc_percent']:.1f}" in text

@@ -82,8 +82,8 @@ def test_analyze_refuses_a_users_folder_and_deletes_nothing(a_users_folder, a_st
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and str(a_users_folder) in err and "not written by mescc" in err
-    assert (a_users_folder / "thesis.txt").read_text() == "years of work"
-    assert (a_users_folder.parent / ".d.old" / "backup.txt").read_text() == "older work"
+    assert (a_users_folder / "thesis.txt").read_text(encoding="utf-8") == "years of work"
+    assert (a_users_folder.parent / ".d.old" / "backup.txt").read_text(encoding="utf-8") == "older work"
 
 
 @pytest.mark.parametrize("command", ["phantom", "demo", "metrics", "serve"])
@@ -300,7 +300,7 @@ def test_a_result_set_aside_by_a_killed_writer_is_put_back(tmp_path):
     tag = f"{a_dead_pid()}@{outputs._owner_tag().split('@', 1)[1]}"
     os.rename(final, tmp_path / f".out.{tag}.ffff.old")  # killed between its two renames
     outputs.clean_leftovers(final)
-    assert (final / "result.txt").read_text() == "previous"
+    assert (final / "result.txt").read_text(encoding="utf-8") == "previous"
     assert hidden_entries(tmp_path) == []
 
 

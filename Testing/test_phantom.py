@@ -163,7 +163,7 @@ def test_ct_and_pet_sit_where_the_true_transform_says(phantom_study):
 
 def test_written_study_is_complete_and_pet_dicom_encodes_the_suv_map(phantom_dir):
     out = phantom_dir("2", 0)
-    truth = json.loads((out / "truth.json").read_text())
+    truth = json.loads((out / "truth.json").read_text(encoding="utf-8"))
     for name in truth["files"].values():
         assert (out / name).exists()
     t = sitk.ReadTransform(str(out / "mri_to_ct.tfm"))
@@ -192,7 +192,7 @@ def test_phantom_command_refuses_a_folder_that_is_not_a_phantom(tmp_path, capsys
     assert main(["phantom", "--out", str(tmp_path), "--grade", "1a"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "not written by mescc" in err
-    assert (tmp_path / "mine.txt").read_text() == "precious"
+    assert (tmp_path / "mine.txt").read_text(encoding="utf-8") == "precious"
     assert main(["phantom", "--out", str(tmp_path / "new"), "--grade", "4"]) == 2
 
 

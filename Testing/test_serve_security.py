@@ -136,7 +136,7 @@ class Client:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
@@ -294,7 +294,7 @@ def test_a_failed_call_tells_the_client_one_sentence_not_the_traceback(a_server)
     assert "Traceback" not in text and ".py" not in text and "site-packages" not in text
     assert (
         "on_interaction() missing 3 required positional arguments"
-        in Path(process.log.name).read_text()
+        in Path(process.log.name).read_text(encoding="utf-8")
     )  # the server's log keeps what went wrong
 
 

@@ -38,7 +38,7 @@ def _headers(shared_data, case):
 @pytest.mark.parametrize("case", CASES)
 def test_real_header_sets_give_the_published_suvbw_factor(shared_data, case):
     expected = json.loads(
-        (shared_data / "suv_headers" / "expected_suvbw_factors.json").read_text()
+        (shared_data / "suv_headers" / "expected_suvbw_factors.json").read_text(encoding="utf-8")
     )[case]
     info = suv.compute_suv(_headers(shared_data, case))
     # The issue asks for 0.1 %; we hold 1e-6 relative: the same QIBA arithmetic in double

@@ -33,7 +33,7 @@ UPDATE_DOCS = os.environ.get("MESCC_WEB_SCREENSHOTS") == "1"
 def _listening_addresses(port: int) -> set[str]:
     """Local IPv4 addresses with a socket listening on ``port`` (from /proc/net/tcp)."""
     found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+    for line in Path("/proc/net/tcp").read_text(encoding="utf-8").splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
         address, port_hex = local.split(":")
         if int(port_hex, 16) == port and state == "0A":  # 0A: LISTEN
@@ -272,7 +272,7 @@ def test_the_brush_paints_in_the_axial_view(a_demo_session):
 
 def test_the_grade_and_metrics_shown_are_those_of_metrics_json(a_demo_session):
     s = a_demo_session
-    metrics = json.loads((s["out"] / "metrics.json").read_text())
+    metrics = json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8"))
     assert s["grade_text"] == f"Bilsky grade {metrics['bilsky_grade']}"
     assert metrics["bilsky_grade"] == "2"  # the demo phantom's grade
     assert s["reason_text"] == metrics["bilsky_reason"]
@@ -313,8 +313,8 @@ def test_report_and_scene_are_written_for_download(a_demo_session):
     from MESCCAnalyzerLib.mrml.scene import read_mrb
 
     s = a_demo_session
-    metrics = json.loads((s["out"] / "metrics.json").read_text())
-    report = (s["out"] / "report.html").read_text()
+    metrics = json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8"))
+    report = (s["out"] / "report.html").read_text(encoding="utf-8")
     assert f"id=bilsky-grade>{metrics['bilsky_grade']}<" in report
     scene = read_mrb(s["out"] / "scene.mrb")
     names = {

@@ -485,7 +485,7 @@ def write_metrics(result: MetricsResult, out_dir: str | os.PathLike) -> dict[str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    with atomic_dir(out / "models") as tmp:
+    with atomic_dir(out / "models", part_of_output=True) as tmp:
         for key, name in MODEL_FILES.items():
             surfaces.write_model(result.models[key], tmp / name)
     written["models"] = out / "models"

@@ -84,13 +84,18 @@ def guard_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
                 )
 
 
+def _marked(folder: Path) -> bool:
+    marker = folder / MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
 def written_by_us(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` may be replaced: it holds the :data:`MARKER` file, or is empty."""
+    """Whether ``folder`` may be replaced: it holds the :data:`MARKER` file, lies directly in a
+    folder that does (a part of an output, such as ``models/``), or is empty."""
     folder = Path(folder)
     if folder.is_symlink() or not folder.is_dir():
         return False
-    marker = folder / MARKER
-    if marker.is_file() and not marker.is_symlink():
+    if _marked(folder) or _marked(folder.parent):
         return True
     with os.scandir(folder) as entries:
         return next(entries, None) is None
@@ -423,12 +428,13 @@ def _swap_in(tmp: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, part_of_output: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it becomes ``path`` if the block succeeds.
 
     An existing folder at ``path`` is replaced only after the new one is complete, and only
-    when mescc wrote it (it holds :data:`MARKER`) or it is empty; anything else is refused
-    before the block runs. The new folder gets the marker.
+    when mescc wrote it (see :func:`written_by_us`) or it is empty; anything else is refused
+    before the block runs. The new folder gets the marker, unless it is ``part_of_output``:
+    a subfolder (``models/``) of an output folder that carries the marker itself.
     """
     final = Path(path)
     if final.is_symlink() or (final.exists() and not final.is_dir()):
@@ -449,7 +455,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         with _native_stderr_captured():
             try:
                 yield tmp
-                _write_marker(tmp)
+                if not part_of_output:
+                    _write_marker(tmp)
                 _owner_only(tmp)
                 _swap_in(tmp, final)
             except OutputError as exc:
