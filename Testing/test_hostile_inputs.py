@@ -673,3 +673,32 @@ def test_nan_suv_near_the_mass_is_refused_by_the_uptake_engine(grade2_labels):
                 uptake.uptake_metrics(pet, mass)
         else:
             assert uptake.uptake_metrics(pet, mass)["suv_max"] == pytest.approx(7.0)
+
+
+# --- 11. a header pointing the reader at another file of the machine ---------------------------
+NHDR = (
+    "NRRD0004\ntype: uint8\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n"
+    "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n"
+    "space origin: (0,0,0)\ndata file: {name}\n"
+)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.raw", "/dev/zero"])
+def test_a_detached_header_cannot_point_outside_its_folder(name, tmp_path, capsys):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (tmp_path / "outside.raw").write_bytes(bytes(64))
+    header = folder / "t2.nhdr"
+    header.write_text(NHDR.format(name=name))
+    assert main(["info", str(header)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(header) in err and "outside its folder" in err
+
+
+def test_a_detached_header_with_its_data_beside_it_loads(tmp_path):
+    (tmp_path / "t2.raw").write_bytes(bytes(range(64)))
+    header = tmp_path / "t2.nhdr"
+    header.write_text(NHDR.format(name="t2.raw"))
+    image = study.load_image(header)
+    assert image.GetSize() == (4, 4, 4)
+    assert sitk.GetArrayFromImage(image).ravel().tolist() == list(range(64))

@@ -195,12 +195,13 @@ def segment(
     seeds: sitk.Image,
     *,
     smoothing_mm: float = 0.0,
+    seeds_name=None,
     grower: SeedGrower | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> sitk.Image:
     """Labels 1-4 grown from ``seeds`` over ``channels`` (a cached ``grower`` re-solves less)."""
-    check_inputs(list(channels), seeds)
+    check_inputs(list(channels), seeds, seeds_name=seeds_name)
     grower = grower or SeedGrower(list(channels))
     return grower.grow(seeds, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel)
 
@@ -320,6 +321,7 @@ def run_analysis(
         segmentation_channels(reference, pet_on_mri),
         study.seeds,
         smoothing_mm=request.smoothing_mm,
+        seeds_name=request.seeds,
         cancel=cancel,
     )
     begin("metrics")

@@ -523,8 +523,51 @@ def _read_error(exc: RuntimeError, path: Path) -> InputError:
     return InputError(f"cannot read the image: truncated or corrupt file{detail}", path=path)
 
 
+def _detached_data_names(path: Path) -> list[str]:
+    """The pixel-data files a NRRD (``data file:``) or MetaImage (``ElementDataFile``) header
+    names; empty when the data is in the file itself."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16).decode("latin-1")
+    lines = head.splitlines()
+    for n, line in enumerate(lines):
+        key, sep, value = line.partition(":" if not line.startswith("ElementDataFile") else "=")
+        key = key.strip().lower()
+        if not sep or key not in ("data file", "datafile", "elementdatafile"):
+            continue
+        value = value.strip()
+        if value.upper() == "LOCAL":
+            return []
+        if value.upper().startswith("LIST"):
+            return [name.strip() for name in lines[n + 1 :] if name.strip()]
+        return [value.split()[0]] if value else []
+    return []
+
+
+def _check_detached_data(path: Path) -> None:
+    """A header may point its pixel data only at regular files beside it (or below its
+    folder): never at another file of the machine (``/etc/passwd``, a device)."""
+    if not path.name.lower().endswith((".nhdr", ".nrrd", ".mhd", ".mha")):
+        return
+    folder = path.parent.resolve()
+    for name in _detached_data_names(path):
+        # A name pattern (``slice%03d.raw``) is checked by its folder part.
+        target = (path.parent / name).resolve() if "%" not in name else None
+        outside = Path(name).is_absolute() or ".." in Path(name).parts
+        if target is not None:
+            outside = outside or folder not in target.parents
+        if outside:
+            raise InputError(
+                f"the header points its pixel data at a file outside its folder ({name})",
+                path=path,
+                hint="keep the data file beside its header",
+            )
+        if target is not None and not target.is_file():
+            raise InputError(f"the header's data file {name} is not a regular file", path=path)
+
+
 def _read_image_file(path: Path) -> sitk.Image:
     try:
+        _check_detached_data(path)
         if _format_name(path) == "NIfTI":
             header = _read_nifti_header(path)
             if header is not None:
