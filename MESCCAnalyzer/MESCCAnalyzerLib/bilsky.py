@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .centerline import voxel_points_lps
+
 EPIDURAL_MAX_GAP_MM = 5.0
 SAC_DEFORMATION_MM = 1.0
 COMPRESSION_MSCC_PERCENT = 10.0
@@ -188,8 +190,6 @@ def bone_free_paths(
     arr = sitk.GetArrayViewFromImage(labels)
     mass = arr == mass_label
     sac = np.isin(arr, sac_labels)
-    from .centerline import voxel_points_lps
-
     if not mass.any() or not sac.any():
         return 0.0, float("inf")
     # Distance to the sac, needed only at the mass: map a box around the mass (plus a margin

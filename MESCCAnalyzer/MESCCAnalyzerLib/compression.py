@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from .centerline import Centerline
+from .centerline import Centerline, voxel_points_lps
 from .errors import ComputationError
 from .progress import CancelCallback, ProgressCallback, check, no_progress
 
@@ -322,8 +322,6 @@ def measure_sections(
     ``full_extent``: the uncropped image when ``labels`` is a crop, so that sections reaching
     beyond the scanned volume are flagged invalid.
     """
-    from .centerline import voxel_points_lps
-
     progress = progress or no_progress
     arr = sitk.GetArrayViewFromImage(labels)
     spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .progress import check
 
 #: tolerance on direction cosines between slices (dimensionless)
 ORIENTATION_TOL = 1e-4
@@ -252,8 +253,6 @@ def scan_folder(folder: str | os.PathLike, *, progress=None, cancel=None) -> lis
     Returns the series in a stable order (modality, then UID). Non-DICOM files and non-image
     DICOM objects are skipped. Raises :class:`InputError` when nothing usable is found.
     """
-    from .progress import check
-
     folder = Path(folder)
     files, n_special = _candidate_files(folder)
     if not files:

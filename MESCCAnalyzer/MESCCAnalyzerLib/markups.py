@@ -20,6 +20,7 @@ import numpy as np
 
 from .dicom_series import is_regular_file
 from .errors import InputError
+from .outputs import write_json
 
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/"
@@ -269,8 +270,6 @@ def write_markups_points(
     each, named by ``names``). ``text`` goes in the label, or in the description when
     ``descriptions`` is true. Positions are written in ``coordinate_system`` ("LPS" or "RAS").
     """
-    from .outputs import write_json
-
     system = coordinate_system.upper()
     if system not in ("LPS", "RAS"):
         raise ValueError(f"coordinate_system must be LPS or RAS, not {coordinate_system!r}")

@@ -34,6 +34,8 @@ from .errors import ComputationError, InputError
 from .outputs import atomic_dir, write_json, write_text
 from .progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from .seeds import OTHER_LABEL, axial_axis_kji
+from .segfile import read_seg_nrrd
+from .study import load_image
 
 CROP_MARGIN_MM = 12.0
 #: a grown cord is a tube present on (nearly) every axial slice between its ends; seed
@@ -89,11 +91,7 @@ def read_labels(path: str | os.PathLike) -> sitk.Image:
     if not path.exists():
         raise InputError("no such file", path=path)
     if path.name.lower().endswith(".seg.nrrd"):
-        from .segfile import read_seg_nrrd
-
         return read_seg_nrrd(path)[0]
-    from .study import load_image
-
     return load_image(path)
 
 

@@ -41,7 +41,9 @@ import SimpleITK as sitk
 
 from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
 from .errors import InputError
+from .markups import read_markups_points
 from .progress import CancelCallback, ProgressCallback, check, no_progress
+from .study import load_image
 
 STRUCTURE_LABELS = (LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_BONE)
 """The labels kept in the result; seeds with a larger value are "other" tissue."""
@@ -737,11 +739,7 @@ def load_seeds(path, reference: sitk.Image) -> sitk.Image:
     Every check on the seeds is made here, so that each error names the seeds file whoever
     calls: readable, integer labels 0-65535, on ``reference``'s grid, at least two labels.
     """
-    from .study import load_image
-
     if str(path).endswith(".json"):
-        from .markups import read_markups_points
-
         seeds = points_to_seeds(reference, read_markups_points(path), source=path)
     else:
         seeds = load_image(path)

@@ -49,6 +49,7 @@ import SimpleITK as sitk
 
 from . import dicom_series
 from .errors import InputError
+from .progress import sub_progress
 
 #: Modalities accepted for ``modality=`` (DICOM Modality codes)
 MODALITIES = ("MR", "CT", "PT")
@@ -684,8 +685,6 @@ def _load_dicom_file(path: Path, modality: str | None) -> Volume:
 
 
 def _load_dicom_folder(path: Path, modality, series_uid, progress, cancel) -> Volume:
-    from .progress import sub_progress
-
     series = dicom_series.scan_folder(
         path, progress=sub_progress(progress, 0.0, 0.5), cancel=cancel
     )

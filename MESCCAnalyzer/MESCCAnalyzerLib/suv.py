@@ -47,6 +47,7 @@ import numpy as np
 
 from . import dicom_series
 from .errors import InputError, MissingTagError
+from .progress import check, sub_progress
 
 NORMS = ("bw", "lbm", "bsa")
 LBM_FORMULAS = ("james", "janmahasatian")
@@ -923,8 +924,6 @@ def pet_to_suv(
     (SimpleITK.Image, SUVInfo)
     """
     import SimpleITK as sitk
-
-    from .progress import check, sub_progress
 
     path = Path(path)
     chosen = _pet_series(path, series_uid, sub_progress(progress, 0.0, 0.3), cancel)
