@@ -221,11 +221,16 @@ def pet_slice(i: int = 0) -> pydicom.Dataset:
 
 
 def dicom_folder(ws: Workspace, name: str, edit, *, both: bool = True) -> Path:
-    """A copy of the real PET slices with ``edit(ds, i)`` applied to each."""
+    """A two-slice series made of the real PET slice 1 (the second 4 mm above it, as a
+    scanner writes it), with ``edit(ds, i)`` applied to each slice."""
     folder = ws.root / name
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(2 if both else 1):
-        ds = pet_slice(i)
+        ds = pet_slice(0)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = i + 1
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + 4.0 * i]
         edit(ds, i)
         ds.save_as(folder / f"slice{i + 1}.dcm", enforce_file_format=True)
     return folder
@@ -410,12 +415,12 @@ def cases(base: dict) -> list[Case]:
 
     # 4. hangs ----------------------------------------------------------------------------
     def fifo(ws):
-        folder = dicom_folder(ws, "fifo", lambda ds, i: None)
+        folder = dicom_folder(ws, "fifo", lambda ds, i: None, both=False)
         os.mkfifo(folder / "pipe.dcm")
         return ["-q", "info", folder]
 
     def zero_link(ws):
-        folder = dicom_folder(ws, "zero", lambda ds, i: None)
+        folder = dicom_folder(ws, "zero", lambda ds, i: None, both=False)
         (folder / "zero.dcm").symlink_to("/dev/zero")
         return ["-q", "info", folder]
 
@@ -427,16 +432,18 @@ def cases(base: dict) -> list[Case]:
     def set_attr(keyword, value):
         return lambda ds, i: setattr(ds, keyword, value)
 
-    for name, edit in (
-        ("empty Rows", set_attr("Rows", None)),
-        ("zero pixel spacing", set_attr("PixelSpacing", [0, 0])),
-        ("negative pixel spacing", set_attr("PixelSpacing", [-4.07, -4.07])),
+    for name, edit, says in (
+        ("empty Rows", set_attr("Rows", None), "Rows"),
+        ("zero pixel spacing", set_attr("PixelSpacing", [0, 0]), "spacing"),
+        ("negative pixel spacing", set_attr("PixelSpacing", [-4.07, -4.07]), "spacing"),
     ):
         add(Case(5, f"info on DICOM with {name}", lambda ws, e=edit, n=name: [
-            "-q", "info", dicom_folder(ws, n.replace(" ", "_"), e)]))  # fmt: skip
+            "-q", "info", dicom_folder(ws, n.replace(" ", "_"), e)], must_say=says))  # fmt: skip
 
     def scan_2099(ds, i):
         ds.AcquisitionDate = ds.SeriesDate = "20990101"
+        seq = ds.RadiopharmaceuticalInformationSequence[0]
+        seq.RadiopharmaceuticalStartDateTime = "20260101090000"
 
     add(
         Case(
@@ -498,12 +505,14 @@ def cases(base: dict) -> list[Case]:
 
     # 6. invalid geometry -------------------------------------------------------------------------
     def position_nan(ds, i):
-        ds.ImagePositionPatient = [0, 0, "NaN"] if i else [0, 0, 0]
+        if i:
+            ds.ImagePositionPatient = [0, 0, "NaN"]
 
     add(Case(6, "info on DICOM with a NaN position", lambda ws: [
-        "-q", "info", dicom_folder(ws, "posnan", position_nan)]))  # fmt: skip
+        "-q", "info", dicom_folder(ws, "posnan", position_nan)], must_say="position"))  # fmt: skip
     add(Case(6, "info on DICOM with an all-zero orientation", lambda ws: [
-        "-q", "info", dicom_folder(ws, "iop0", set_attr("ImageOrientationPatient", [0] * 6))]))  # fmt: skip
+        "-q", "info", dicom_folder(ws, "iop0", set_attr("ImageOrientationPatient", [0] * 6))],
+        must_say="orientation"))  # fmt: skip
     add(
         Case(
             6,
