@@ -5,13 +5,16 @@ forwards to ``MESCCAnalyzerLib.mrml`` (the MRML logic pytest drives on a bare sc
 self-test run by "Reload and Test".
 """
 
+import importlib.metadata
 import os
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
+from packaging.requirements import Requirement
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLMarkupsROINode,
@@ -33,6 +36,53 @@ from slicer.util import VTKObservationMixin
 
 GRADES = ["0", "1a", "1b", "1c", "2", "3"]
 PRESETS = ["rigid", "rigid in ROI", "rigid + deformable"]
+# The Python packages the engine needs beyond those Slicer ships (a pip requirements file).
+REQUIREMENTS_FILE = os.path.join(os.path.dirname(__file__), "Resources", "requirements.txt")
+
+
+#
+# Python dependencies
+#
+def missingPythonRequirements(path: str = REQUIREMENTS_FILE) -> list[str]:
+    """The requirements of the pip requirements file ``path`` that Slicer's Python lacks
+    (absent, or installed in a version outside the range)."""
+    missing = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        requirement = Requirement(text)
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(text)
+    return missing
+
+
+def ensurePythonRequirements(path: str = REQUIREMENTS_FILE, ask: bool = True) -> bool:
+    """Install the missing requirements of ``path`` with ``slicer.util.pip_install``, after
+    the user agrees (``ask=False``: without asking, for the self-test). True when all are
+    installed."""
+    missing = missingPythonRequirements(path)
+    if not missing:
+        return True
+    if ask and not slicer.util.confirmOkCancelDisplay(
+        _(
+            "MESCC Analyzer needs these Python packages, not installed in Slicer yet:\n\n"
+            "{packages}\n\nInstall them now? It needs an internet connection and may take "
+            "a minute."
+        ).format(packages="\n".join(missing)),
+        windowTitle=_("MESCC Analyzer: install Python packages"),
+    ):
+        return False
+    with slicer.util.tryWithErrorDisplay(
+        _("Failed to install the Python packages {packages}.").format(packages=", ".join(missing)),
+        waitCursor=True,
+    ):
+        slicer.util.pip_install(missing)
+    return not missingPythonRequirements(path)
 
 
 #
@@ -100,6 +150,10 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        # First use: install what the engine needs beyond Slicer's own packages, after asking
+        # (not in Slicer's automatic tests: the self-test installs them itself).
+        if not slicer.app.testingEnabled():
+            ensurePythonRequirements()
         self.logic = MESCCAnalyzerLogic()
 
         editorNode = self.logic.segmentEditorNode()
@@ -305,6 +359,8 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGUI()
 
     def onSaveReport(self) -> None:
+        if not ensurePythonRequirements():  # declined on first use: the report needs them
+            return
         sceneFolder = (
             os.path.dirname(slicer.mrmlScene.GetURL() or "") or slicer.app.defaultScenePath
         )
@@ -432,6 +488,7 @@ class MESCCAnalyzerTest(ScriptedLoadableModuleTest):
 
     def test_end_to_end_on_the_sample_study(self):
         """Load the phantom, register, grow from its seed strokes, measure, report."""
+        self.assertTrue(ensurePythonRequirements(ask=False), "the engine's packages are missing")
         self.delayDisplay("Loading the sample study (phantom, grade 2)")
         logic = MESCCAnalyzerLogic()
         p = logic.getParameterNode()

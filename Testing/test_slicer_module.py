@@ -173,7 +173,7 @@ def test_module_code_and_ui_are_well_formed():
 
 
 def test_module_cmake_installs_the_resources_and_registers_the_self_test():
-    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     active = "\n".join(line for line in text.splitlines() if not line.strip().startswith("#"))
     assert "slicerMacroBuildScriptedModule" in active and "WITH_GENERIC_TESTS" in active
     assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT \$\{MODULE_NAME\}\.py", active)
@@ -184,7 +184,7 @@ def test_module_cmake_installs_the_resources_and_registers_the_self_test():
 
 def test_extension_description_has_what_the_extensions_index_reads():
     fields = {}
-    for line in (ROOT / "MESCCAnalyzer.s4ext").read_text().splitlines():
+    for line in (ROOT / "MESCCAnalyzer.s4ext").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             fields[key] = value.strip()
@@ -195,7 +195,7 @@ def test_extension_description_has_what_the_extensions_index_reads():
     for key in required:
         assert fields.get(key), f"{key} missing or empty in MESCCAnalyzer.s4ext"
     assert fields["category"] == "Quantification"
-    top = (ROOT / "CMakeLists.txt").read_text()
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     for var in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
         assert re.search(rf'set\(EXTENSION_{var} "[^"]+"\)', top), f"EXTENSION_{var} not set"
     assert "add_subdirectory(MESCCAnalyzer)" in top

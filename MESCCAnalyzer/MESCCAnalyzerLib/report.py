@@ -3,10 +3,10 @@
 Figures are rendered offscreen and embedded as base64 PNG: a sagittal and an axial view
 through the worst section (MRI, segmentation outlines, PET overlay), the cord's cross-section
 profile along its centreline, and a 3D rendering of the surface models coloured by the
-mass-to-cord distance. matplotlib draws the 2D figures (it comes with slicer-core's
-dependencies; inside Slicer install it with ``slicer.util.pip_install("matplotlib")``), vtk
-renders the 3D view (EGL/OSMesa offscreen; where no offscreen OpenGL exists the report says so
-instead of failing).
+mass-to-cord distance. matplotlib draws the 2D figures (a dependency of the package; inside
+Slicer the module installs it on first use), vtk renders the 3D view (EGL/OSMesa offscreen;
+where no offscreen OpenGL exists the report says so instead of failing). The metrics table
+reads its names, units and definitions from :mod:`MESCCAnalyzerLib.definitions`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import vtk
 
 from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, __version__
+from .definitions import report_metrics
 from .outputs import write_text
 
 LABEL_COLOURS = {
@@ -39,85 +40,9 @@ LABEL_TITLES = {
     LABEL_BONE: "vertebrae",
 }
 
-# key -> (label, unit, definition) for the metrics table; formulas and sources in the README.
-METRIC_ROWS = [
-    ("bilsky_grade", "Bilsky grade", "", "ESCC grade (Bilsky 2010) from the measured facts below"),
-    (
-        "mscc_percent",
-        "MSCC",
-        "%",
-        "(1 - Di / ((Da + Db) / 2)) x 100, cord AP diameters (Fehlings 1999)",
-    ),
-    ("mcc_percent", "MCC", "%", "same with the thecal sac's AP diameter"),
-    (
-        "canal_compromise_percent",
-        "Canal compromise",
-        "%",
-        "(1 - sac area at worst / reference sac area) x 100",
-    ),
-    (
-        "cord_min_csa_mm2",
-        "Cord CSA, minimum",
-        "mm²",
-        "smallest cord cross-section perpendicular to the centreline",
-    ),
-    (
-        "cord_reference_csa_mm2",
-        "Cord CSA, reference",
-        "mm²",
-        "mean of normal sections above/below the mass",
-    ),
-    ("cord_csa_ratio", "Cord CSA ratio", "", "minimum / reference cord CSA"),
-    (
-        "compression_ratio_min",
-        "Compression ratio",
-        "",
-        "cord AP / transverse diameter at its minimum",
-    ),
-    (
-        "cord_canal_area_ratio_min",
-        "Cord/sac area ratio",
-        "",
-        "cord CSA / thecal sac CSA, minimum (aSCOR)",
-    ),
-    (
-        "cord_displacement_mm",
-        "Cord displacement",
-        "mm",
-        "cord centroid at worst section from the reference line",
-    ),
-    (
-        "mass_cord_min_distance_mm",
-        "Mass-cord distance",
-        "mm",
-        "shortest surface distance (0 = touching)",
-    ),
-    (
-        "mass_cord_contact_area_mm2",
-        "Mass-cord contact",
-        "mm²",
-        "cord surface within half a voxel of the mass",
-    ),
-    ("mass_volume_ml", "Mass volume", "ml", "enclosed volume of the mass surface model"),
-    ("mass_surface_area_mm2", "Mass surface area", "mm²", "area of the mass surface model"),
-    (
-        "mass_craniocaudal_extent_mm",
-        "Mass cranio-caudal extent",
-        "mm",
-        "extent along the cord centreline",
-    ),
-    (
-        "mass_circumferential_extent_deg",
-        "Mass circumferential extent",
-        "°",
-        "angle of the sac circumference the mass touches",
-    ),
-    ("suv_max", "SUVmax", "g/ml", "highest voxel SUVbw in the mass"),
-    ("suv_peak", "SUVpeak", "g/ml", "highest mean SUV in a 1 cm³ sphere (PERCIST)"),
-    ("suv_mean", "SUVmean", "g/ml", "mean SUV in the mass"),
-    ("mtv_ml", "MTV", "ml", "mass volume with SUV >= 41 % of SUVmax"),
-    ("tlg", "TLG", "g", "MTV x SUVmean of the MTV"),
-]
+# key -> (name, unit, definition) for the metrics table, from the one table of definitions
+# (formulas and sources: docs/methods.md, generated from it).
+METRIC_ROWS = [(m.key, m.name, m.unit, m.summary) for m in report_metrics()]
 
 
 @dataclass
@@ -315,7 +240,7 @@ def render_models_png(
     bar.UnconstrainedFontSizeOn()
     bar.GetTitleTextProperty().SetFontSize(16)
     bar.GetLabelTextProperty().SetFontSize(14)
-    renderer.AddActor2D(bar)
+    renderer.AddViewProp(bar)  # AddActor2D, its alias, is gone from vtk 9.7
     camera = renderer.GetActiveCamera()
     renderer.ResetCamera()
     if focus_lps is not None:
