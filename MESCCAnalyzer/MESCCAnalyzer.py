@@ -99,7 +99,7 @@ class MESCCAnalyzer(ScriptedLoadableModule):
             "Metastatic epidural spinal cord compression: load an MRI/CT/PET study (PET as SUV), "
             "co-register PET-CT with the MRI, segment the mass, cord and thecal sac from seeds, "
             "and measure cord compression in 3D (MSCC, canal compromise, Bilsky grade). "
-            "See the README of the extension for every metric's formula and source."
+            "See docs/methods.md of the extension for every metric's formula and source."
         )
         self.parent.acknowledgementText = _(
             "Test data: Spinal Cord Toolbox (MIT), TCIA ACRIN-FLT-Breast, TotalSegmentator, TPTBox."

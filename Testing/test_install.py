@@ -318,11 +318,6 @@ def test_the_slicer_module_asks_nothing_when_all_is_installed():
 # ---------------------------------------------------------------------------------------
 # The optional web page
 # ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli/serve_cmd.py to turn the missing trame into an InputError naming the "
-    "`web` extra (issue 15); remove this marker with that change",
-)
 def test_mescc_serve_without_trame_says_which_extra_to_install(tmp_path):
     script = textwrap.dedent(
         """

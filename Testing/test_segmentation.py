@@ -64,7 +64,7 @@ def test_phantom_dice_per_grade(battery, grade):
     worst = {label: min(r[label] for r in rows) for label in (1, 2, 3)}
     # Issue 4's thresholds, for every one of the five stroke draws (T2 + PET): mass >= 0.90,
     # cord >= 0.90, CSF >= 0.85. Measured worst cases: mass 0.921 (1a), cord 0.970 (3),
-    # CSF 0.970 (3); see the README (Seeded segmentation).
+    # CSF 0.970 (3); see docs/validation.md (Seeded segmentation).
     assert worst[1] >= 0.90
     assert worst[2] >= 0.85
     assert worst[3] >= 0.90

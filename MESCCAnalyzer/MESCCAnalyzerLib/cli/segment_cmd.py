@@ -1,4 +1,4 @@
-"""``mescc segment``: grow cord, CSF, mass and bone from seed strokes (see the README, Seeded segmentation)."""
+"""``mescc segment``: grow cord, CSF, mass and bone from seed strokes (see docs/methods.md, Seeded segmentation)."""
 
 from __future__ import annotations
 

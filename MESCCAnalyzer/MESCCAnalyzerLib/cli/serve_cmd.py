@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import tempfile
@@ -101,7 +102,20 @@ def _check_host(host: str) -> None:
             ) from None
 
 
+def _require_web_extra() -> None:
+    """The page needs the optional ``web`` extra: say so in one line when it is missing."""
+    if (
+        importlib.util.find_spec("trame") is None
+        or importlib.util.find_spec("trame_slicer") is None
+    ):
+        raise InputError(
+            "the web page needs trame-slicer, which is not installed",
+            hint="pip install 'mescc-analyzer[web]'",
+        )
+
+
 def run(args, term) -> int:
+    _require_web_extra()
     study = resolve_study(args.study, args.allowed_root) if args.study else None
     _check_host(args.host)
     if not 0 <= args.port <= 65535:
