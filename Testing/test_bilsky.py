@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib import bilsky, phantom
-from MESCCAnalyzerLib.metrics import compute_metrics
+from MESCCAnalyzerLib import phantom
+from MESCCAnalyzerLib.measure import bilsky
+from MESCCAnalyzerLib.measure.metrics import compute_metrics
 
 SEEDS = (0, 1, 2)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib import centerline, compression
+from MESCCAnalyzerLib.measure import centerline, compression
 
 A_MM, B_MM = 4.5, 3.25  # cord-like semi-axes
 LENGTH_MM = 60.0

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from MESCCAnalyzerLib import LABEL_MASS
-from MESCCAnalyzerLib.definitions import (
+from MESCCAnalyzerLib.measure.definitions import (
     METRICS,
     STRUCTURE_NAMES,
     TABLE_BEGIN,
@@ -23,7 +23,7 @@ from MESCCAnalyzerLib.definitions import (
     report_metrics,
     teaching_metrics,
 )
-from MESCCAnalyzerLib.metrics import compute_metrics
+from MESCCAnalyzerLib.measure.metrics import compute_metrics
 from MESCCAnalyzerLib.phantom import make_phantom_labels
 from MESCCAnalyzerLib.report import ReportInputs, build_report_html
 from MESCCAnalyzerLib.web import teaching
@@ -86,7 +86,7 @@ def test_the_methods_document_carries_the_generated_table():
     text = METHODS_MD.read_text(encoding="utf-8")
     assert markdown_table() in text, (
         "docs/methods.md's metric table differs from MESCCAnalyzerLib/definitions.py: run "
-        "`python -m MESCCAnalyzerLib.definitions --update docs/methods.md`"
+        "`python -m MESCCAnalyzerLib.measure.definitions --update docs/methods.md`"
     )
     assert replace_table(text) == text
 

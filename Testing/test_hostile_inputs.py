@@ -26,10 +26,12 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from MESCCAnalyzerLib import metrics, study, suv
 from MESCCAnalyzerLib.cli import main
 from MESCCAnalyzerLib.errors import InputError
-from MESCCAnalyzerLib.markups import write_markups_points
+from MESCCAnalyzerLib.io import study
+from MESCCAnalyzerLib.io.markups import write_markups_points
+from MESCCAnalyzerLib.measure import metrics
+from MESCCAnalyzerLib.pet import suv
 from MESCCAnalyzerLib.seeds import strokes_from_labels
 
 FLT_1 = "pet_dicom_flt/flt_pet_slice_1.dcm"
@@ -656,7 +658,7 @@ def test_every_seed_error_of_segment_names_the_seeds_file(tmp_path, capsys, a_sm
 
 def test_nan_suv_near_the_mass_is_refused_by_the_uptake_engine(grade2_labels):
     # images handed over in memory (the Slicer module) skip the file loader's NaN check
-    from MESCCAnalyzerLib import uptake
+    from MESCCAnalyzerLib.pet import uptake
 
     mass = sitk.Cast(grade2_labels == 3, sitk.sitkUInt8)
     arr = np.where(sitk.GetArrayViewFromImage(mass) > 0, 7.0, 1.0).astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 import slicer
 
 from MESCCAnalyzerLib.errors import InputError
-from MESCCAnalyzerLib.markups import (
+from MESCCAnalyzerLib.io.markups import (
     read_landmark_pairs,
     read_markups,
     read_markups_points,

@@ -10,8 +10,10 @@ import pytest
 import SimpleITK as sitk
 import vtk
 
-from MESCCAnalyzerLib import cli, segfile, surfaces
-from MESCCAnalyzerLib.metrics import compute_metrics
+from MESCCAnalyzerLib import cli
+from MESCCAnalyzerLib.io import segfile
+from MESCCAnalyzerLib.measure import surfaces
+from MESCCAnalyzerLib.measure.metrics import compute_metrics
 
 REQUIRED_KEYS = [
     "mass_volume_ml",

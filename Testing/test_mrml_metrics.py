@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from MESCCAnalyzerLib import surfaces
+from MESCCAnalyzerLib.measure import surfaces
 from MESCCAnalyzerLib.mrml.metrics import DISTANCE_RANGE_MM, compute_metrics_nodes
 from MESCCAnalyzerLib.mrml.nodes import add_volume_node
 

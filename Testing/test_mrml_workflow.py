@@ -131,7 +131,9 @@ def test_the_report_survives_saving_and_reopening_the_scene(a_sample_session, tm
 
     mri, pet = node(s["nodes"].mri.GetName()), node(s["nodes"].pet.GetName())
     segmentation = node(s["nodes"].segmentation.GetName())
-    text = flow.save_report(tmp_path / "again.html", mri, segmentation, pet).read_text(encoding="utf-8")
+    text = flow.save_report(tmp_path / "again.html", mri, segmentation, pet).read_text(
+        encoding="utf-8"
+    )
     grade = s["flow"].last_metrics.metrics["bilsky_grade"]
     assert f"id=bilsky-grade>{grade}<" in text
     assert f"{s['flow'].last_metrics.metrics['mscc_percent']:.1f}" in text

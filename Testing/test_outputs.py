@@ -83,7 +83,9 @@ def test_analyze_refuses_a_users_folder_and_deletes_nothing(a_users_folder, a_st
     assert code == 2
     assert err.count("\n") == 1 and str(a_users_folder) in err and "not written by mescc" in err
     assert (a_users_folder / "thesis.txt").read_text(encoding="utf-8") == "years of work"
-    assert (a_users_folder.parent / ".d.old" / "backup.txt").read_text(encoding="utf-8") == "older work"
+    assert (a_users_folder.parent / ".d.old" / "backup.txt").read_text(
+        encoding="utf-8"
+    ) == "older work"
 
 
 @pytest.mark.parametrize("command", ["phantom", "demo", "metrics", "serve"])

@@ -9,7 +9,7 @@ import slicer
 import slicerio
 
 from MESCCAnalyzerLib.errors import InputError
-from MESCCAnalyzerLib.segfile import SEGMENTS, read_seg_nrrd, write_seg_nrrd
+from MESCCAnalyzerLib.io.segfile import SEGMENTS, read_seg_nrrd, write_seg_nrrd
 
 
 @pytest.fixture(scope="module")

@@ -210,7 +210,7 @@ def test_cli_writes_labels_1_to_4(small_case):
 
 
 def test_cli_accepts_a_markups_point_list(small_case, tmp_path):
-    from MESCCAnalyzerLib.markups import write_markups_points
+    from MESCCAnalyzerLib.io.markups import write_markups_points
 
     t2 = sitk.ReadImage(str(small_case / "t2.nii.gz"))
     seeds = sitk.GetArrayFromImage(sitk.ReadImage(str(small_case / "seeds.nii.gz")))
@@ -256,7 +256,7 @@ def test_cli_accepts_a_markups_point_list(small_case, tmp_path):
 )
 def test_cli_bad_input(small_case, capsys, case, message):
     if "outside.mrk.json" in case:
-        from MESCCAnalyzerLib.markups import write_markups_points
+        from MESCCAnalyzerLib.io.markups import write_markups_points
 
         write_markups_points(
             small_case / "outside.mrk.json", [("1", (0.0, 0.0, 0.0)), ("5", (500.0, 0.0, 0.0))]

@@ -292,10 +292,9 @@ def test_a_failed_call_tells_the_client_one_sentence_not_the_traceback(a_server)
     assert error["data"] == {"method": "trame.rca.event", "exception": INTERNAL_ERROR}
     text = str(answer)
     assert "Traceback" not in text and ".py" not in text and "site-packages" not in text
-    assert (
-        "on_interaction() missing 3 required positional arguments"
-        in Path(process.log.name).read_text(encoding="utf-8")
-    )  # the server's log keeps what went wrong
+    assert "on_interaction() missing 3 required positional arguments" in Path(
+        process.log.name
+    ).read_text(encoding="utf-8")  # the server's log keeps what went wrong
 
 
 def test_the_client_is_told_a_mescc_error_as_its_sentence():

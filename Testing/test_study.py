@@ -1,4 +1,4 @@
-"""Loading volumes (``MESCCAnalyzerLib.study``): real geometry, synthetic series, bad input."""
+"""Loading volumes (``MESCCAnalyzerLib.io.study``): real geometry, synthetic series, bad input."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from MESCCAnalyzerLib import study
 from MESCCAnalyzerLib.errors import InputError
+from MESCCAnalyzerLib.io import study
 
 CT_DIR = "ct_dicom_pet_ct_scanner/dicom"
 

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import vtk
 
-from MESCCAnalyzerLib import surfaces
+from MESCCAnalyzerLib.measure import surfaces
 
 OBLIQUE = np.array(sitk.VersorTransform((0.3, 0.5, 0.8), 0.7).GetMatrix()).reshape(3, 3) * np.array(
     [-1.0, 1.0, 1.0]

@@ -1,4 +1,4 @@
-"""PET SUV factors (``MESCCAnalyzerLib.suv``): real header sets, real slices, analytic cases."""
+"""PET SUV factors (``MESCCAnalyzerLib.pet.suv``): real header sets, real slices, analytic cases."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, generate_uid
 
-from MESCCAnalyzerLib import suv
 from MESCCAnalyzerLib.errors import InputError, MissingTagError
+from MESCCAnalyzerLib.pet import suv
 
 F18_HALF_LIFE_S = 6586.2
 

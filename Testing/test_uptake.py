@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib import uptake
 from MESCCAnalyzerLib.errors import InputError
+from MESCCAnalyzerLib.pet import uptake
 
 SPACING = (1.0, 1.0, 2.0)
 SIZE = (60, 60, 40)  # x, y, z

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib import phantom, surfaces  # noqa: E402
-from MESCCAnalyzerLib.metrics import _mask, compute_metrics, read_labels, write_metrics  # noqa: E402
+from MESCCAnalyzerLib.measure.metrics import _mask, compute_metrics, read_labels, write_metrics  # noqa: E402
 
 
 def phantom_labels(grade: str = "2", seed: int = 0) -> sitk.Image:
@@ -141,7 +141,7 @@ def bench_plot(data: Path, out_png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from MESCCAnalyzerLib import centerline, compression
+    from MESCCAnalyzerLib.measure import centerline, compression
 
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.0), sharex=True)
     print(

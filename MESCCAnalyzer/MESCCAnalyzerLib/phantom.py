@@ -18,7 +18,7 @@ Everything is generated from those shapes:
   compromise, mass-to-cord distance, computed from the shapes, never from the labelmap.
 
 The PET DICOM writer converts SUV to Bq/ml with its own decay arithmetic, independent of
-:mod:`MESCCAnalyzerLib.suv`, so that the round trip tests the SUV code against an oracle.
+:mod:`MESCCAnalyzerLib.pet.suv`, so that the round trip tests the SUV code against an oracle.
 """
 
 from __future__ import annotations
@@ -823,7 +823,7 @@ def write_pet_dicom(
     Each slice is stored as int16 with its own rescale slope, so the stored values are a
     quantised copy of the activity; the returned image is the SUV computed back from exactly
     what was written (the truth for ``mescc suv``). The decay arithmetic here is deliberately
-    independent of :mod:`MESCCAnalyzerLib.suv`.
+    independent of :mod:`MESCCAnalyzerLib.pet.suv`.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence

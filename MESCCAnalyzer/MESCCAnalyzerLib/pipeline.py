@@ -20,17 +20,17 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from . import metrics as metrics_mod
 from .errors import InputError
-from .metrics import MetricsResult, write_metrics
+from .io.segfile import write_seg_nrrd
+from .io.study import Volume, load_image, load_volume
+from .measure import metrics as metrics_mod
+from .measure.metrics import MetricsResult, write_metrics
 from .outputs import atomic_dir, write_json
+from .pet.suv import SUVInfo, pet_to_suv
 from .progress import CancelCallback, ProgressCallback, check
 from .registration import RegistrationResult, bounds_lps, register, resample_onto
 from .report import ReportInputs, write_report
-from .segfile import write_seg_nrrd
 from .segmentation import SeedGrower, check_inputs, load_seeds
-from .study import Volume, load_image, load_volume
-from .suv import SUVInfo, pet_to_suv
 
 PET_WITHOUT_CT_NOTE = (
     "No CT was given: the PET was assumed to share the MRI's frame (not registered)."

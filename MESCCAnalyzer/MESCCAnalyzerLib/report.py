@@ -6,7 +6,7 @@ profile along its centreline, and a 3D rendering of the surface models coloured 
 mass-to-cord distance. matplotlib draws the 2D figures (a dependency of the package; inside
 Slicer the module installs it on first use), vtk renders the 3D view (EGL/OSMesa offscreen;
 where no offscreen OpenGL exists the report says so instead of failing). The metrics table
-reads its names, units and definitions from :mod:`MESCCAnalyzerLib.definitions`.
+reads its names, units and definitions from :mod:`MESCCAnalyzerLib.measure.definitions`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import SimpleITK as sitk
 import vtk
 
 from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, __version__
-from .definitions import report_metrics
+from .measure.definitions import report_metrics
 from .outputs import write_text
 
 LABEL_COLOURS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .. import study
+from ..io import study
 
 HELP = "describe volumes: modality, size, spacing, origin, direction, value range, identifiers"
 DESCRIPTION = (

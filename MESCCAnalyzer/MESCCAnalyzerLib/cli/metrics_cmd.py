@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import metrics as metrics_lib
 from ..errors import InputError, MESCCError
+from ..measure import metrics as metrics_lib
 from ..outputs import atomic_dir, check_output_dir, guard_outputs
 from .args import positive_float
 
@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def _load(path: Path, what: str):
-    from ..study import load_image
+    from ..io.study import load_image
 
     if not path.exists():
         raise InputError(f"{what} not found", path=path)

@@ -9,10 +9,10 @@ import SimpleITK as sitk
 
 from .. import registration
 from ..errors import InputError
-from ..markups import read_landmark_pairs
+from ..io.markups import read_landmark_pairs
+from ..io.study import load_image
 from ..outputs import atomic_path, check_output_file, guard_outputs, write_image, write_json
 from ..pipeline import Follower, check_shares_frame, register_images
-from ..study import load_image
 
 HELP = "register the CT (and the PET riding with it) to the MRI: rigid, optionally B-spline"
 DESCRIPTION = (

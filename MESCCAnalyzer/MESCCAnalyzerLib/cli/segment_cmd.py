@@ -52,13 +52,13 @@ def add_arguments(parser) -> None:
 
 
 def _load(path: str) -> sitk.Image:
-    from ..study import load_image
+    from ..io.study import load_image
 
     return load_image(path)
 
 
 def run(args, term) -> int:
-    from ..segfile import write_seg_nrrd
+    from ..io.segfile import write_seg_nrrd
     from ..segmentation import SeedGrower, check_inputs, load_seeds
 
     out = Path(args.out)

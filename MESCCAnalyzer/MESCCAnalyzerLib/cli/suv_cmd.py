@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import suv
 from ..errors import InputError
 from ..outputs import check_output_file, guard_outputs, write_image, write_json
+from ..pet import suv
 from .args import positive_float
 
 HELP = "convert a PET DICOM series to SUV (bw, lbm or bsa) with QIBA decay correction"

@@ -2,7 +2,7 @@
 
 :func:`compute_metrics_nodes` takes a labelmap volume node (or a segmentation node with the
 MESCC segments) and an optional SUV volume node on the same grid, runs
-:func:`MESCCAnalyzerLib.metrics.compute_metrics` and adds the results to the scene with
+:func:`MESCCAnalyzerLib.measure.metrics.compute_metrics` and adds the results to the scene with
 :func:`add_metrics_nodes`:
 
 * model nodes "cord", "thecal sac", "mass" (closed smoothed surfaces, RAS), the mass coloured
@@ -27,8 +27,8 @@ import numpy as np
 import slicer
 import vtk
 
-from ..metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
-from ..surfaces import lps_to_ras_polydata
+from ..measure.metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
+from ..measure.surfaces import lps_to_ras_polydata
 from .nodes import image_from_volume_node
 from .registration import volume_on_grid
 from .segmentation import labels_from_segmentation_node

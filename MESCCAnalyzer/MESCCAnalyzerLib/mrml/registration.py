@@ -23,10 +23,10 @@ import vtk
 
 from .. import registration
 from ..errors import InputError
+from ..measure.surfaces import index_to_lps_matrix
 from ..outputs import atomic_path
 from ..pipeline import Follower, register_images
 from ..progress import CancelCallback, ProgressCallback
-from ..surfaces import index_to_lps_matrix
 from .nodes import (
     LPS_TO_RAS,
     image_from_volume_node,

@@ -16,7 +16,7 @@ import slicer
 import vtk
 
 from ..errors import InputError
-from ..segfile import OTHER_SEGMENT, SEGMENTS
+from ..io.segfile import OTHER_SEGMENT, SEGMENTS
 from ..segmentation import STRUCTURE_LABELS, SeedGrower, label_from_text
 from .nodes import (
     add_volume_node,

@@ -10,10 +10,10 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..io.study import load_image
+from ..pet.suv import pet_to_suv
 from ..phantom import write_phantom
 from ..progress import CancelCallback, ProgressCallback, sub_progress
-from ..study import load_image
-from ..suv import pet_to_suv
 from .nodes import add_volume_node
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..pet.suv import pet_to_suv
 from ..pipeline import measure, report_inputs, segmentation_channels
 from ..report import write_report
 from ..seeds import strokes_from_labels
 from ..segmentation import STRUCTURE_LABELS, SeedGrower
-from ..suv import pet_to_suv
 from .metrics import add_metrics_nodes, read_results, store_results
 from .nodes import (
     add_volume_node,

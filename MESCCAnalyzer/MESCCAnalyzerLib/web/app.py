@@ -259,7 +259,7 @@ class MesccWebApp:
         self._remove_metrics_nodes()
         self.metrics_nodes = self.flow.compute_metrics(n.segmentation, n.mri, n.pet)
         self.flow.show_results()
-        from ..metrics import write_metrics
+        from ..measure.metrics import write_metrics
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_metrics(self.flow.last_metrics, self.out_dir)

@@ -1,7 +1,7 @@
 """What each metric shown on the page measures, and the structure it is measured on.
 
 The names, units and teaching texts come from the one table of metric definitions
-(:mod:`MESCCAnalyzerLib.definitions`) that the report and docs/methods.md read too; the
+(:mod:`MESCCAnalyzerLib.measure.definitions`) that the report and docs/methods.md read too; the
 structure names are the keys of the metric models (``cord``, ``sac``, ``mass``) that the
 "teaching" toggle highlights.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..definitions import STRUCTURE_NAMES, teaching_metrics
+from ..measure.definitions import STRUCTURE_NAMES, teaching_metrics
 
 
 @dataclass(frozen=True)

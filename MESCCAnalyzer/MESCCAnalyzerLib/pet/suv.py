@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dicom_series
-from .errors import InputError, MissingTagError
-from .progress import check, sub_progress
+from ..errors import InputError, MissingTagError
+from ..io import dicom_series
+from ..progress import check, sub_progress
 
 NORMS = ("bw", "lbm", "bsa")
 LBM_FORMULAS = ("james", "janmahasatian")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ComputationError
+from ..errors import ComputationError
 
 
 @dataclass

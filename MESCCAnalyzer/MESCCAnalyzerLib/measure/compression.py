@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import ComputationError
+from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .centerline import Centerline, voxel_points_lps
-from .errors import ComputationError
-from .progress import CancelCallback, ProgressCallback, check, no_progress
 
 REFERENCE_GAP_MM = 10.0  # start of the reference stretch beyond the mass (SCT)
 REFERENCE_LENGTH_MM = 20.0  # length of the reference stretch (SCT)

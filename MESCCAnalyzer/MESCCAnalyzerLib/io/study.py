@@ -9,7 +9,7 @@ Paths:
 
 * a folder: a DICOM series (recursively scanned; several series need ``modality`` or
   ``series_uid`` to choose; slices sorted by position along the slice normal, see
-  :mod:`MESCCAnalyzerLib.dicom_series`);
+  :mod:`MESCCAnalyzerLib.io.dicom_series`);
 * a DICOM file: that file alone (a single slice or a multi-frame object);
 * ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd`` (anything SimpleITK reads): the
   modality is unknown unless given.
@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError
+from ..progress import sub_progress
 from . import dicom_series
-from .errors import InputError
-from .progress import sub_progress
 
 #: Modalities accepted for ``modality=`` (DICOM Modality codes)
 MODALITIES = ("MR", "CT", "PT")

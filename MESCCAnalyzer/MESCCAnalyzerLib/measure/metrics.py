@@ -19,23 +19,16 @@ import numpy as np
 import SimpleITK as sitk
 import vtk
 
-from . import (
-    LABEL_CORD,
-    LABEL_CSF,
-    LABEL_MASS,
-    LABEL_NAMES,
-    bilsky,
-    compression,
-    surfaces,
-    uptake,
-)
+from .. import LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
+from ..errors import ComputationError, InputError
+from ..io.segfile import read_seg_nrrd
+from ..io.study import load_image
+from ..outputs import atomic_dir, write_json, write_text
+from ..pet import uptake
+from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
+from ..seeds import OTHER_LABEL, axial_axis_kji
+from . import bilsky, compression, surfaces
 from .centerline import Centerline, fit_centerline, voxel_points_lps
-from .errors import ComputationError, InputError
-from .outputs import atomic_dir, write_json, write_text
-from .progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
-from .seeds import OTHER_LABEL, axial_axis_kji
-from .segfile import read_seg_nrrd
-from .study import load_image
 
 CROP_MARGIN_MM = 12.0
 #: a grown cord is a tube present on (nearly) every axial slice between its ends; seed

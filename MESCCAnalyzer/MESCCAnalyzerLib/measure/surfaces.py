@@ -22,7 +22,7 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
-from .outputs import atomic_path
+from ..outputs import atomic_path
 
 SMOOTHING_ITERATIONS = 20
 SMOOTHING_PASS_BAND = 0.01  # Slicer: 10 ** (-4 * smoothing_factor) with smoothing_factor 0.5

@@ -49,7 +49,9 @@ COMPRESSION_CSA_RATIO = 0.85
 CSF_VISIBLE_FRACTION = 0.10
 CSF_VISIBLE_MM2 = 10.0
 NEAREST_PATHS = 25
-MSCC_NOISE_PERCENT = 6.0  # voxel quantisation of MSCC on a 0.7 mm labelmap (docs/methods.md, Bilsky rules)
+MSCC_NOISE_PERCENT = (
+    6.0  # voxel quantisation of MSCC on a 0.7 mm labelmap (docs/methods.md, Bilsky rules)
+)
 
 GRADES = ("0", "1a", "1b", "1c", "2", "3")
 

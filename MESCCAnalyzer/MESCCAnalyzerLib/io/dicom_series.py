@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .progress import check
+from ..errors import InputError
+from ..progress import check
 
 #: tolerance on direction cosines between slices (dimensionless)
 ORIENTATION_TOL = 1e-4

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 MTV_THRESHOLD = 0.41
 PEAK_VOLUME_ML = 1.0

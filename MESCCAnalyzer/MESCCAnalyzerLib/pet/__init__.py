@@ -1,0 +1,1 @@
+"""pet: see the modules of this package."""
