@@ -32,7 +32,7 @@ from MESCCAnalyzerLib.io import study
 from MESCCAnalyzerLib.io.markups import write_markups_points
 from MESCCAnalyzerLib.measure import metrics
 from MESCCAnalyzerLib.pet import suv
-from MESCCAnalyzerLib.seeds import strokes_from_labels
+from MESCCAnalyzerLib.segmentation.seeds import strokes_from_labels
 
 FLT_1 = "pet_dicom_flt/flt_pet_slice_1.dcm"
 MESCC = [sys.executable, "-m", "MESCCAnalyzerLib.cli"]

@@ -16,8 +16,8 @@ from MESCCAnalyzerLib.mrml.segmentation import (
     write_labels_to_segmentation_node,
 )
 from MESCCAnalyzerLib.phantom import make_phantom
-from MESCCAnalyzerLib.seeds import add_stroke, strokes_from_labels
-from MESCCAnalyzerLib.segmentation import dice, grow_from_seeds
+from MESCCAnalyzerLib.segmentation.grow import dice, grow_from_seeds
+from MESCCAnalyzerLib.segmentation.seeds import add_stroke, strokes_from_labels
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def a_users_folder(tmp_path):
 def a_study(tmp_path_factory):
     """A phantom study with seed strokes, on disk."""
     from MESCCAnalyzerLib.phantom import write_phantom
-    from MESCCAnalyzerLib.seeds import strokes_from_labels
+    from MESCCAnalyzerLib.segmentation.seeds import strokes_from_labels
 
     root = tmp_path_factory.mktemp("study")
     study = write_phantom(root / "study", "2", 0)

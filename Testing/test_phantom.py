@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, phantom
+from MESCCAnalyzerLib import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
 from MESCCAnalyzerLib.cli import main
-from MESCCAnalyzerLib.phantom import GRADES, Grid, section_truth
+from MESCCAnalyzerLib.phantom import GRADES, imaging
+from MESCCAnalyzerLib.phantom.anatomy import CT_HU, make_anatomy
+from MESCCAnalyzerLib.phantom.imaging import Grid
+from MESCCAnalyzerLib.phantom.truth import section_truth
 
 SEEDS = (0, 1, 2)
 
@@ -118,17 +121,17 @@ def test_labelmap_contacts_follow_the_grade(phantom_study, grade, touches, avoid
 def test_partial_volume_on_boundary_voxels_equals_full_supersampling(grade):
     """The images' partial volume is subsampled only next to tissue changes; on the CT grid
     (1.5 mm slices, thin CSF slivers at grade 3) that equals subsampling every voxel."""
-    anatomy, params = phantom.make_anatomy(grade, 1)
-    pose = phantom.make_pose(params)
+    anatomy, params = make_anatomy(grade, 1)
+    pose = imaging.make_pose(params)
     centre = np.asarray(pose.mri_to_ct.TransformPoint(tuple(map(float, pose.origin_lps))))
     grid = Grid.centred(centre, size=(64, 64, 40), spacing=(0.8, 0.8, 1.5))
-    per_axis = phantom.CT_SUBSAMPLES
-    offsets = [tuple(o) for o in phantom.subvoxel_offsets(per_axis)]
-    every = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, offsets)
-    full = phantom.CT_HU[every].mean(axis=0)
-    centres = phantom._tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)])[0]
-    fast = phantom._partial_volume_mean(
-        anatomy, grid, pose.anatomy_from_ct, centres, phantom.CT_HU, per_axis
+    per_axis = imaging.CT_SUBSAMPLES
+    offsets = [tuple(o) for o in imaging.subvoxel_offsets(per_axis)]
+    every = imaging.tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, offsets)
+    full = CT_HU[every].mean(axis=0)
+    centres = imaging.tissue_on_grid(anatomy, grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)])[0]
+    fast = imaging.partial_volume_mean(
+        anatomy, grid, pose.anatomy_from_ct, centres, CT_HU, per_axis
     )
     mixed = np.count_nonzero(np.ptp(every, axis=0))
     assert mixed > 1000  # the grid crosses many tissue boundaries

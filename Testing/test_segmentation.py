@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from MESCCAnalyzerLib.cli import main
 from MESCCAnalyzerLib.phantom import make_phantom
-from MESCCAnalyzerLib.seeds import add_stroke, axial_axis_kji, strokes_from_labels
-from MESCCAnalyzerLib.segmentation import SeedGrower, dice, grow_from_seeds
+from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice, grow_from_seeds
+from MESCCAnalyzerLib.segmentation.seeds import add_stroke, axial_axis_kji, strokes_from_labels
 
 GRADES = ("1a", "1b", "1c", "2", "3")
 STROKE_SEEDS = range(5)

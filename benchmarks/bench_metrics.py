@@ -23,7 +23,8 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
 
-from MESCCAnalyzerLib import phantom, surfaces  # noqa: E402
+from MESCCAnalyzerLib import phantom  # noqa: E402
+from MESCCAnalyzerLib.measure import surfaces  # noqa: E402
 from MESCCAnalyzerLib.measure.metrics import _mask, compute_metrics, read_labels, write_metrics  # noqa: E402
 
 

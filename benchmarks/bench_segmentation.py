@@ -20,8 +20,8 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib.phantom import make_phantom  # noqa: E402
-from MESCCAnalyzerLib.seeds import add_stroke, strokes_from_labels  # noqa: E402
-from MESCCAnalyzerLib.segmentation import SeedGrower, dice  # noqa: E402
+from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice  # noqa: E402
+from MESCCAnalyzerLib.segmentation.seeds import add_stroke, strokes_from_labels  # noqa: E402
 
 
 def _vtk_image(arr, vtk_type):

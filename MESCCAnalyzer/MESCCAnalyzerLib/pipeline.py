@@ -30,7 +30,7 @@ from .pet.suv import SUVInfo, pet_to_suv
 from .progress import CancelCallback, ProgressCallback, check
 from .registration import RegistrationResult, bounds_lps, register, resample_onto
 from .report import ReportInputs, write_report
-from .segmentation import SeedGrower, check_inputs, load_seeds
+from .segmentation.grow import SeedGrower, check_inputs, load_seeds
 
 PET_WITHOUT_CT_NOTE = (
     "No CT was given: the PET was assumed to share the MRI's frame (not registered)."

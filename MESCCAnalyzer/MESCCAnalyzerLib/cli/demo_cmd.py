@@ -29,7 +29,7 @@ def add_arguments(parser):
 
 def run(args, term) -> int:
     from ..pipeline import AnalysisRequest
-    from ..seeds import strokes_from_labels
+    from ..segmentation.seeds import strokes_from_labels
     from .analyze_cmd import print_summary, run_and_write
 
     out = claim_dir(args.out)

@@ -59,7 +59,7 @@ def _load(path: str) -> sitk.Image:
 
 def run(args, term) -> int:
     from ..io.segfile import write_seg_nrrd
-    from ..segmentation import SeedGrower, check_inputs, load_seeds
+    from ..segmentation.grow import SeedGrower, check_inputs, load_seeds
 
     out = Path(args.out)
     seg_out = Path(args.seg_out) if args.seg_out else None

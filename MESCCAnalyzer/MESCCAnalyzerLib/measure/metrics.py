@@ -26,7 +26,7 @@ from ..io.study import load_image
 from ..outputs import atomic_dir, write_json, write_text
 from ..pet import uptake
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
-from ..seeds import OTHER_LABEL, axial_axis_kji
+from ..segmentation.seeds import OTHER_LABEL, axial_axis_kji
 from . import bilsky, compression, surfaces
 from .centerline import Centerline, fit_centerline, voxel_points_lps
 

@@ -17,7 +17,7 @@ import vtk
 
 from ..errors import InputError
 from ..io.segfile import OTHER_SEGMENT, SEGMENTS
-from ..segmentation import STRUCTURE_LABELS, SeedGrower, label_from_text
+from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower, label_from_text
 from .nodes import (
     add_volume_node,
     ensure_segmentation_converters,

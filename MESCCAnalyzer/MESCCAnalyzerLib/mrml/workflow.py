@@ -21,8 +21,8 @@ from ..errors import InputError
 from ..pet.suv import pet_to_suv
 from ..pipeline import measure, report_inputs, segmentation_channels
 from ..report import write_report
-from ..seeds import strokes_from_labels
-from ..segmentation import STRUCTURE_LABELS, SeedGrower
+from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower
+from ..segmentation.seeds import strokes_from_labels
 from .metrics import add_metrics_nodes, read_results, store_results
 from .nodes import (
     add_volume_node,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
+from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
 
 OTHER_LABEL = 5
 

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
-from .errors import InputError
-from .io.markups import read_markups_points
-from .io.study import load_image
-from .progress import CancelCallback, ProgressCallback, check, no_progress
+from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
+from ..errors import InputError
+from ..io.markups import read_markups_points
+from ..io.study import load_image
+from ..progress import CancelCallback, ProgressCallback, check, no_progress
 
 STRUCTURE_LABELS = (LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_BONE)
 """The labels kept in the result; seeds with a larger value are "other" tissue."""

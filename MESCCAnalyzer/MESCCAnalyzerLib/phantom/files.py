@@ -1,0 +1,175 @@
+"""The phantom on disk: the PET as a DICOM series in Bq/ml (its own decay arithmetic, an
+oracle for :mod:`MESCCAnalyzerLib.pet.suv`) and the whole study folder with ``truth.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..outputs import atomic_dir, check_output_dir, save_image
+from ..progress import CancelCallback, ProgressCallback, check, no_progress
+from .anatomy import F18_HALF_LIFE_S, PATIENT_HEIGHT_M, PATIENT_WEIGHT_KG, PET_DOSE_BQ, PET_UPTAKE_S
+from .imaging import make_phantom
+
+
+def _uid(prefix_seed: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[prefix_seed])
+
+
+def write_pet_dicom(
+    suv: sitk.Image, folder: Path, *, patient_id: str, study_uid: str, frame_uid: str, seed: int
+) -> sitk.Image:
+    """Write ``suv`` (SUVbw) as a PET DICOM series in Bq/ml; return the SUV it encodes.
+
+    Each slice is stored as int16 with its own rescale slope, so the stored values are a
+    quantised copy of the activity; the returned image is the SUV computed back from exactly
+    what was written (the truth for ``mescc suv``). The decay arithmetic here is deliberately
+    independent of :mod:`MESCCAnalyzerLib.pet.suv`.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    decayed_dose = PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)
+    bq_per_suv = decayed_dose / (PATIENT_WEIGHT_KG * 1000.0)
+    arr = sitk.GetArrayFromImage(suv).astype(np.float64) * bq_per_suv
+    nz, ny, nx = arr.shape
+    spacing, origin = suv.GetSpacing(), suv.GetOrigin()
+    series_uid = _uid(f"pet-series-{patient_id}-{seed}")
+    rng = np.random.default_rng(seed + 17)
+    names = rng.permutation(nz)  # file names deliberately not in slice order
+    out = np.empty_like(arr)
+    for k in range(nz):
+        slice_max = float(arr[k].max())
+        slope_text = f"{max(slice_max, 1e-6) / 32000.0:.10g}"
+        slope = float(slope_text)
+        stored = np.clip(np.round(arr[k] / slope), -32768, 32767).astype(np.int16)
+        out[k] = stored.astype(np.float64) * slope / bq_per_suv
+
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
+        sop_uid = _uid(f"pet-sop-{patient_id}-{seed}-{k}")
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = PositronEmissionTomographyImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.Modality = "PT"
+        ds.PatientName = "MESCC^Phantom"
+        ds.PatientID = patient_id
+        ds.PatientSex = "M"
+        ds.PatientWeight = f"{PATIENT_WEIGHT_KG}"
+        ds.PatientSize = f"{PATIENT_HEIGHT_M}"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20260101"
+        ds.StudyTime = "100000"
+        ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "101500"
+        ds.StudyID = "1"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        ds.ImageIndex = k + 1
+        ds.NumberOfSlices = nz
+        ds.SeriesDescription = "PET AC (phantom)"
+        ds.Manufacturer = "MESCCAnalyzer phantom"
+        ds.Units = "BQML"
+        ds.DecayCorrection = "START"
+        ds.CorrectedImage = ["DECY", "ATTN"]
+        ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.DecayFactor = "1"
+        ds.ActualFrameDuration = 180000
+        ds.FrameReferenceTime = "0"
+        radio = Dataset()
+        radio.Radiopharmaceutical = "Fluorodeoxyglucose"
+        radio.RadiopharmaceuticalStartTime = "091500"
+        radio.RadiopharmaceuticalStartDateTime = "20260101091500"
+        radio.RadionuclideTotalDose = f"{PET_DOSE_BQ:.6g}"
+        radio.RadionuclideHalfLife = f"{F18_HALF_LIFE_S}"
+        radio.RadionuclidePositronFraction = "0.9673"
+        ds.RadiopharmaceuticalInformationSequence = Sequence([radio])
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.ImagePositionPatient = [
+            f"{origin[0]:.6f}",
+            f"{origin[1]:.6f}",
+            f"{origin[2] + k * spacing[2]:.6f}",
+        ]
+        ds.PixelSpacing = [
+            f"{spacing[1]:.6f}",
+            f"{spacing[0]:.6f}",
+        ]  # row spacing (y), column spacing (x)
+        ds.SliceThickness = f"{spacing[2]:.6f}"
+        ds.Rows, ds.Columns = ny, nx
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleSlope = slope_text
+        ds.RescaleIntercept = "0"
+        ds.RescaleType = "BQML"
+        ds.PixelData = stored.tobytes()
+        ds.save_as(folder / f"PT{names[k]:04d}.dcm", enforce_file_format=True)
+    encoded = sitk.GetImageFromArray(out)
+    encoded.CopyInformation(suv)
+    return encoded
+
+
+def write_phantom(
+    out_dir: str | os.PathLike,
+    grade: str = "2",
+    seed: int = 0,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> Path:
+    """Generate the phantom and write its files into ``out_dir`` (atomically, as a whole).
+
+    ``out_dir`` must be new, empty, or a folder mescc wrote: any other existing folder is
+    refused (before the phantom is made) so that no user data is overwritten.
+    """
+    out = check_output_dir(out_dir)
+    progress = progress or no_progress
+    study = make_phantom(grade, seed, progress=lambda f, m: progress(0.8 * f, m), cancel=cancel)
+    check(cancel)
+    progress(0.85, "writing")
+    patient_id = f"MESCC-PHANTOM-{grade}-{seed}"
+    study_uid = _uid(f"study-{patient_id}")
+    frame_uid = _uid(f"frame-scanner-{patient_id}")
+    with atomic_dir(out) as tmp:
+        for name in ("t2", "t1", "ct", "labels"):
+            save_image(getattr(study, name), tmp / f"{name}.nii.gz")
+        encoded = write_pet_dicom(
+            study.pet_suv,
+            tmp / "pet_dicom",
+            patient_id=patient_id,
+            study_uid=study_uid,
+            frame_uid=frame_uid,
+            seed=seed,
+        )
+        save_image(sitk.Cast(encoded, sitk.sitkFloat32), tmp / "pet_suv.nii.gz")
+        sitk.WriteTransform(study.mri_to_ct, str(tmp / "mri_to_ct.tfm"))
+        truth = dict(study.truth)
+        truth["patient_id"] = patient_id
+        truth["files"] = {
+            "t2": "t2.nii.gz",
+            "t1": "t1.nii.gz",
+            "ct": "ct.nii.gz",
+            "pet_dicom": "pet_dicom",
+            "pet_suv": "pet_suv.nii.gz",
+            "labels": "labels.nii.gz",
+            "transform": "mri_to_ct.tfm",
+        }
+        (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    progress(1.0, "done")
+    return out
