@@ -12,6 +12,7 @@ a voxel of the coarser image, in at least 95 % of 20 random perturbations.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -267,6 +268,109 @@ def test_an_unrelated_image_is_not_registered_silently(t2):
         reg.register(t2, noise)
 
 
+# --------------------------------------------------------------------------- convergence from hard starts
+
+
+@pytest.fixture(scope="session")
+def t1(shared_data):
+    return sitk.ReadImage(str(shared_data / "sct_errsm30" / "t1w.nii.gz"))
+
+
+@pytest.fixture(scope="session")
+def t2_cord_points(shared_data):
+    """Voxel centres of the T2's manual cord mask (the region where 1 mm matters most)."""
+    mask = sitk.ReadImage(str(shared_data / "sct_errsm30" / "t2_seg-manual.nii.gz"))
+    return reg.mask_points_lps(mask)
+
+
+@pytest.fixture(scope="session")
+def t1_on_t2_reference(t2, t1, t2_foreground_points, t2_cord_points):
+    """Where the registration of the unperturbed real T1 to the T2 maps the T2's foreground and
+    cord points: the point-wise mean over 3 sampler seeds.
+
+    The two share world space only to about 1 mm (MANIFEST); their registration lies 1.6 mm
+    from identity, with a 1 deg turn, so identity is no 1 mm truth. One run moves by up to
+    0.3-0.5 mm (mean) with the sampler seed on this pair (shallow optimum along the cord): the
+    mean of three is the reference a perturbed start has to come back to.
+    """
+    runs = [
+        reg.register(t2, t1, settings=reg.RegistrationSettings(seed=20261126 + k)).transform
+        for k in range(3)
+    ]
+    return [
+        np.mean([reg.transform_points(t, p) for t in runs], axis=0)
+        for p in (t2_foreground_points, t2_cord_points)
+    ]
+
+
+def hard_perturbations(t2):
+    """The turn by 9.9 deg and shift by 5.9 mm that stopped on the 100-iteration cap (issue 18,
+    reconstructed: refused before the translation search), then 7 random starts at the limits
+    of the benchmark (10 deg about a random axis, 15 mm in a random direction)."""
+    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    rng = np.random.default_rng(1812)
+    cases = [((0.2563, -0.8409, -0.4767), 9.9, (5.838, 0.773, -0.353))]
+    for _ in range(7):
+        axis, shift = rng.normal(size=3), rng.normal(size=3)
+        cases.append((axis / np.linalg.norm(axis), 10.0, 15.0 * shift / np.linalg.norm(shift)))
+    out = []
+    for axis, angle, shift in cases:
+        versor = sitk.VersorRigid3DTransform()
+        versor.SetCenter(tuple(map(float, centre)))
+        versor.SetRotation(tuple(map(float, axis / np.linalg.norm(axis))), math.radians(angle))
+        versor.SetTranslation(tuple(map(float, shift)))
+        out.append(versor)
+    return out
+
+
+def test_hard_random_starts_of_the_real_t1_register_to_the_t2_within_1_mm(
+    t2, t1, t2_foreground_points, t2_cord_points, t1_on_t2_reference
+):
+    foreground_ref, cord_ref = t1_on_t2_reference
+    for perturbation in hard_perturbations(t2):
+        # the real T1 moved on its own grid: M(P(y)) = T1(y), so the truth is P after the reference
+        moving = reg.moved_copy(t1, perturbation)
+        result = reg.register(t2, moving)
+        error_mm = np.linalg.norm(
+            reg.transform_points(result.transform, t2_foreground_points)
+            - reg.transform_points(perturbation, foreground_ref),
+            axis=1,
+        )
+        cord_error_mm = np.linalg.norm(
+            reg.transform_points(result.transform, t2_cord_points)
+            - reg.transform_points(perturbation, cord_ref),
+            axis=1,
+        )
+        # The issue's bound: within 1 mm, as a mean over the foreground and at every cord voxel.
+        # Measured (benchmarks/bench_convergence.py, 100 starts): mean 0.34 mm median, 0.49 max;
+        # the seed-to-seed spread of the reference itself is 0.3 mm.
+        assert error_mm.mean() < 1.0, (perturbation.GetParameters(), error_mm.mean())
+        assert cord_error_mm.max() < 1.0, (perturbation.GetParameters(), cord_error_mm.max())
+
+
+def test_the_real_t2_against_smoothed_noise_is_refused_from_any_start(t2):
+    # Noise smoothed to anatomical scale (3 mm) has blobs and edges the search can latch on to,
+    # but no structure shared with the T2: the registration must say so, not return a transform.
+    rng = np.random.default_rng(18)
+    noise = sitk.GetImageFromArray(
+        rng.normal(0.0, 1.0, sitk.GetArrayViewFromImage(t2).shape).astype(np.float32)
+    )
+    noise.CopyInformation(t2)
+    blobs = sitk.SmoothingRecursiveGaussian(noise, 3.0) * 1000.0 + 500.0
+    for init in ("auto", "geometry"):
+        with pytest.raises(ComputationError, match="mutual information|converge|overlap"):
+            reg.register(t2, blobs, init=init)
+
+
+def test_the_search_finds_a_pure_translation_far_outside_the_first_step(t2, t2_foreground_points):
+    # 20 mm along the cord (more than a vertebra) with the frames' own start: the translation
+    # search, not the optimiser's 4 mm steps, has to bring the start into the right basin.
+    truth = sitk.TranslationTransform(3, (0.0, 0.0, 20.0))
+    moving = reg.moved_copy(reg.contrast_changed(t2, seed=19), truth, pad_mm=5.0)
+    result = reg.register(t2, moving, init="geometry")
+    assert reg.tre_mm(result.transform, truth, t2_foreground_points) < 0.5  # half a 1 mm voxel
+
+
 def test_cancel_stops_the_registration(t2):
     with pytest.raises(Cancelled):
         reg.register(t2, t2, cancel=lambda: True)
@@ -375,7 +479,7 @@ def test_mescc_register_writes_a_transform_report_and_resampled_images(
     assert (
         reg.tre_mm(transform, a_phantom.mri_to_ct, phantom_label_points) < 0.5
     )  # as the core test
-    report = json.loads((out / "ct_to_mri.report.json").read_text())
+    report = json.loads((out / "ct_to_mri.report.json").read_text(encoding="utf-8"))
     assert report["final_metric_value"] < report["initial_metric_value"] < 0
     assert all(n > 0 for n in report["iterations_per_level"])
     # the mean displacement is that of the true transform over the region (~12 mm here)
@@ -465,7 +569,7 @@ def test_mescc_register_refuses_images_that_do_not_overlap(t2, tmp_path, capsys)
 
 
 def test_mescc_register_accepts_landmarks_from_a_slicer_file(t2, t2_foreground_points, tmp_path):
-    from MESCCAnalyzerLib.markups import write_markups_points
+    from MESCCAnalyzerLib.io.markups import write_markups_points
 
     centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     truth = sitk.Euler3DTransform(tuple(map(float, centre)), -0.2, 0.3, 0.1, (200.0, 50.0, -80.0))

@@ -15,7 +15,11 @@ rigid parameters (Euler angles about the fixed region's centre + translation, sc
 physical shift they cause), a multi-resolution pyramid built here per axis so that every
 level keeps well over a thousand samples (coarse levels with a few hundred samples converge
 to wrong optima), and an initialisation chosen among the scanners' frames, the images'
-geometric centres and intensity centroids (or given by paired landmarks).
+geometric centres and intensity centroids (or given by paired landmarks), to which an
+exhaustive translation search (every shift within ``search_reach_mm`` scored at once by FFT,
+overlap-weighted mutual information) adds its best peaks. The distinct starts run through the
+pyramid and the best overlap-weighted metric wins; a run left creeping on its iteration limit
+is restarted from where it stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +63,14 @@ class RegistrationSettings:
     full resolution, along the axes where that is at least ``min_smoothing_voxels`` voxels.
     Checks: ``min_valid_fraction`` of the samples inside the moving image,
     ``min_mutual_information`` nat above chance.
+    Translation search (not with landmarks): every shift within ``search_reach_mm`` of each
+    start, on an isotropic grid of ``search_spacing_mm`` (coarser when the region would have
+    more than ``search_voxels`` voxels), ``search_bins`` histogram bins; up to ``search_starts``
+    peaks scoring at least ``search_keep`` x the best are added as starts (``search_angle_deg``
+    > 0 also searches the starts turned by that angle about each axis). Coarse levels step in
+    physical units (``coarse_physical_steps``). A run on its iteration limit is restarted up to
+    ``restarts`` times; it counts as settled when a restart ends within
+    ``restart_agreement_mm`` of the previous end.
     B-spline: control grid ``bspline_grid_mm``, ``bspline_iterations``, ``bspline_samples``.
     """
 
@@ -88,6 +100,16 @@ class RegistrationSettings:
     bspline_grid_mm: float = 40.0
     bspline_iterations: int = 20
     bspline_samples: int = 10000
+    search_spacing_mm: float = 3.0
+    search_voxels: int = 4000
+    search_reach_mm: float = 21.0
+    search_bins: int = 8
+    search_angle_deg: float = 0.0
+    search_starts: int = 3
+    search_keep: float = 0.5
+    restarts: int = 2
+    restart_agreement_mm: float = 0.1
+    coarse_physical_steps: bool = True
     seed: int = 20261126
 
 
@@ -101,6 +123,8 @@ class LevelReport:
     metric: float
     valid_points: int
     stop_condition: str
+    restarts: int = 0
+    capped: bool = False
 
 
 @dataclass
@@ -608,6 +632,205 @@ def _distinct(
     return kept
 
 
+def _fft_size(n: int) -> int:
+    """The smallest 2-3-5-smooth length >= ``n`` (fast FFT sizes)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _search_grid(level: _Level, settings: RegistrationSettings) -> sitk.Image:
+    """An isotropic grid in the fixed image's orientation over the fixed region's bounding box
+    (the mask's, else the whole image), ``search_spacing_mm`` or coarser so that the region
+    has at most about ``search_voxels`` voxels."""
+    fixed, mask = level.fixed, level.mask
+    direction = np.array(fixed.GetDirection()).reshape(3, 3)
+    if mask is not None:
+        stats = sitk.LabelShapeStatisticsImageFilter()
+        stats.Execute(mask)
+        bbox = np.array(stats.GetBoundingBox(1), dtype=float)
+        low, high = bbox[:3], bbox[:3] + bbox[3:] - 1
+    else:
+        low, high = np.zeros(3), np.array(fixed.GetSize()) - 1.0
+    volume_mm3 = level.region_voxels * float(np.prod(fixed.GetSpacing()))
+    spacing = max(settings.search_spacing_mm, (volume_mm3 / settings.search_voxels) ** (1 / 3))
+    extent = (high - low) * np.array(fixed.GetSpacing())
+    size = np.floor(extent / spacing).astype(int) + 1
+    centre = index_to_lps(fixed, ((low + high) / 2.0)[None, :])[0]
+    grid = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+    grid.SetSpacing((spacing,) * 3)
+    grid.SetDirection(fixed.GetDirection())
+    grid.SetOrigin(tuple(map(float, centre - direction @ ((size - 1) * spacing / 2.0))))
+    return grid
+
+
+def _binned(values: np.ndarray, where: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index (0 .. bins-1) of each value, equal bins between the 1st and 99th percentile
+    of ``values[where]`` (the extremes clipped into the end bins)."""
+    low, high = np.percentile(values[where], [1.0, 99.0])
+    scaled = (np.where(where, values, low) - low) * (bins / max(high - low, 1e-12))
+    return np.clip(scaled.astype(np.int64), 0, bins - 1)
+
+
+def _local_maxima(score: np.ndarray) -> np.ndarray:
+    """(K, 3) indices of the finite entries above all their 26 neighbours, best first."""
+    padded = np.pad(score, 1, constant_values=-np.inf)
+    n = score.shape
+    neighbours = np.max(
+        [
+            padded[a : a + n[0], b : b + n[1], c : c + n[2]]
+            for a in range(3)
+            for b in range(3)
+            for c in range(3)
+            if (a, b, c) != (1, 1, 1)
+        ],
+        axis=0,
+    )
+    peaks = np.argwhere(np.isfinite(score) & (score > neighbours))
+    return peaks[np.argsort(-score[tuple(peaks.T)])]
+
+
+def _translation_search(
+    level: _Level, starts: Sequence[sitk.Euler3DTransform], settings: RegistrationSettings
+) -> list[tuple[float, sitk.Euler3DTransform]]:
+    """Score every translation of each start on a grid (up to ``search_reach_mm`` along each
+    axis) by the overlap-weighted mutual information of the coarse ``level``; return the local
+    maxima of each start's score map as (score, transform), best first.
+
+    The joint histograms of all translations at once are cross-correlations of bin indicator
+    images, computed by FFT (Orchard and Mann's fast MI search, IEEE TIP 19(1):1-17, 2010;
+    all translations cost about as much as 20 metric evaluations).
+    The score is the MI of the overlap times the fraction of the fixed region inside the moving
+    image: the information the moving image gives about the whole region. The MI of the overlap
+    alone grows as the overlap shrinks (fewer, more peculiar samples): on the real T1/T2 pair
+    its best translations were 25-40 mm off, at the edge of the window, in 75 of 100 random
+    starts, while the weighted score put the true translation first in 88 and never below third.
+    """
+    bins = settings.search_bins
+    grid = _search_grid(level, settings)
+    h = grid.GetSpacing()[0]
+    fixed_kji = sitk.GetArrayFromImage(
+        sitk.Resample(level.fixed, grid, sitk.Transform(), sitk.sitkLinear, math.nan)
+    )
+    region = np.isfinite(fixed_kji)
+    if level.mask is not None:
+        on_grid = sitk.Resample(level.mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        region &= sitk.GetArrayViewFromImage(on_grid) > 0
+    n_region = int(region.sum())
+    if n_region < 100:
+        return []
+    pad = int(math.ceil(settings.search_reach_mm / h))
+    n_shift = 2 * pad + 1
+    # moving on the fixed grid widened by the reach; the arrays padded to fast FFT lengths
+    # (zeros: no fixed region / no moving image there, so no wrap-around reaches a shift used)
+    size = np.array(grid.GetSize()) + 2 * pad
+    shape = tuple(_fft_size(int(n)) for n in size[::-1])
+    wide = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+    wide.SetSpacing(grid.GetSpacing())
+    wide.SetDirection(grid.GetDirection())
+    direction = np.array(grid.GetDirection()).reshape(3, 3)
+    wide.SetOrigin(tuple(map(float, np.array(grid.GetOrigin()) - direction @ np.full(3, pad * h))))
+    fixed_bin = _binned(fixed_kji, region, bins)
+    indicators = np.zeros((bins, *shape), np.float32)
+    corner = tuple(slice(0, n) for n in fixed_kji.shape)
+    for a in range(bins):
+        indicators[a][corner] = region & (fixed_bin == a)
+    axes = (-3, -2, -1)
+    spectrum_f = np.conj(np.fft.rfftn(indicators, axes=axes))[:, None]
+    out = []
+    for start in starts:
+        moving_kji = sitk.GetArrayFromImage(
+            sitk.Resample(level.moving, wide, start, sitk.sitkLinear, math.nan, sitk.sitkFloat32)
+        )
+        valid = np.isfinite(moving_kji)
+        if valid.sum() < 100:
+            continue
+        moving_bin = _binned(moving_kji, valid, bins)
+        indicators = np.zeros((bins, *shape), np.float32)
+        corner = tuple(slice(0, n) for n in moving_kji.shape)
+        for b in range(bins):
+            indicators[b][corner] = valid & (moving_bin == b)
+        spectrum_m = np.fft.rfftn(indicators, axes=axes)[None, :]
+        # counts[a, b, k] = sum_i F_a(i) M_b(i + k): fixed voxel i meets wide-grid voxel i + k,
+        # i.e. the fixed grid moved by k - pad voxels
+        counts = np.fft.irfftn(spectrum_f * spectrum_m, s=shape, axes=axes)
+        counts = np.clip(np.rint(counts[..., :n_shift, :n_shift, :n_shift]), 0.0, None)
+        overlap = counts.sum(axis=(0, 1))
+        p_ab = counts / np.maximum(overlap, 1.0)
+        p_a = p_ab.sum(axis=1, keepdims=True)
+        p_b = p_ab.sum(axis=0, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(p_ab > 0, p_ab * np.log(p_ab / (p_a * p_b)), 0.0)
+        score = terms.sum(axis=(0, 1)) * overlap / n_region
+        score[overlap < settings.min_valid_fraction * n_region] = -np.inf
+        matrix = np.array(start.GetMatrix()).reshape(3, 3)
+        for kji in _local_maxima(score)[: settings.search_starts]:
+            shift = direction @ ((kji[::-1] - pad) * h)
+            moved = sitk.Euler3DTransform(start)
+            # start(x + shift) = R (x + shift - c) + c + t: the translation gains R shift
+            moved.SetTranslation(
+                tuple(map(float, np.array(start.GetTranslation()) + matrix @ shift))
+            )
+            out.append((float(score[tuple(kji)]), moved))
+    out.sort(key=lambda item: -item[0])
+    return out
+
+
+def _rotated(start: sitk.Euler3DTransform, axis: np.ndarray, angle_deg: float):
+    """``start`` after a rotation of the fixed space about its centre: x -> start(Q (x - c) + c)."""
+    q = sitk.VersorTransform(tuple(map(float, axis)), math.radians(angle_deg))
+    matrix = np.array(start.GetMatrix()).reshape(3, 3) @ np.array(q.GetMatrix()).reshape(3, 3)
+    out = sitk.Euler3DTransform(start)
+    out.SetMatrix(tuple(map(float, matrix.ravel())))
+    return out
+
+
+def _search_starts(
+    level: _Level, starts: dict[str, sitk.Euler3DTransform], settings: RegistrationSettings
+) -> dict[str, sitk.Euler3DTransform]:
+    """The ``search_starts`` best starting transforms found by the translation search around
+    each start, as it is and turned by ``search_angle_deg`` about each axis of the fixed image
+    (both ways); distinct by more than twice the search spacing. A start inside the window
+    of one already searched is not searched again."""
+    found = []  # (score, name, transform)
+    searched: list[np.ndarray] = []
+    direction = np.array(level.fixed.GetDirection()).reshape(3, 3)
+    for name, start in starts.items():
+        t = np.array(start.GetTranslation())
+        if any(np.all(np.abs(t - u) <= 0.5 * settings.search_reach_mm) for u in searched):
+            continue
+        searched.append(t)
+        turned = [start]
+        if settings.search_angle_deg > 0:
+            turned += [
+                _rotated(start, direction[:, axis], sign * settings.search_angle_deg)
+                for axis in range(3)
+                for sign in (1, -1)
+            ]
+        found += [(score, name, t) for score, t in _translation_search(level, turned, settings)]
+    found.sort(key=lambda item: -item[0])
+    spacing = settings.search_spacing_mm
+    out: dict[str, sitk.Euler3DTransform] = {}
+    for score, name, t in found:
+        if len(out) >= settings.search_starts or score < settings.search_keep * found[0][0]:
+            break
+        if all(
+            np.linalg.norm(np.subtract(t.GetTranslation(), k.GetTranslation())) > 2.0 * spacing
+            or rotation_angle_deg(
+                np.array(t.GetMatrix()).reshape(3, 3).T @ np.array(k.GetMatrix()).reshape(3, 3)
+            )
+            > 1.0
+            for k in out.values()
+        ):
+            out[f"{name} search {len(out) + 1} (score {score:.3f})"] = t
+    return out
+
+
 # --------------------------------------------------------------------------- the registration
 
 
@@ -677,7 +900,7 @@ def _mattes_method(
 
 
 def _method(
-    level: _Level, settings: RegistrationSettings, iterations: int
+    level: _Level, settings: RegistrationSettings, iterations: int, *, physical_steps: bool = False
 ) -> tuple[sitk.ImageRegistrationMethod, int]:
     if not level.full_resolution:
         # first step: the level's voxel size (at least max_step_mm); stop at a fraction of the
@@ -698,12 +921,25 @@ def _method(
         step = settings.final_step_mm
         min_step = settings.precision_step_mm / 4.0 if handover else settings.min_step_mm
     reg, samples = _mattes_method(level, settings, wanted, bins)
+    # ITK's regular step is a length in parameter space, whatever the parameters' scales: where
+    # the translation gradient vanishes (at a translation optimum, i.e. a search peak) a 4 mm
+    # step becomes a turn of about 1 rad (seen: 52 deg in one step on the real T1/T2 pair). From
+    # a search peak the coarse steps are therefore re-scaled at each iteration to move the
+    # region by ``step`` mm at most (ITK's learning-rate estimation from the physical shift).
+    # Not from the other starts: on the phantom that made the median TRE 0.041 -> 0.063 mm.
+    physical = {}
+    if not level.full_resolution and physical_steps and settings.coarse_physical_steps:
+        physical = {
+            "estimateLearningRate": reg.EachIteration,
+            "maximumStepSizeInPhysicalUnits": step,
+        }
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step,
         minStep=min_step,
         numberOfIterations=iterations,
         relaxationFactor=settings.relaxation,
         gradientMagnitudeTolerance=1e-8,
+        **physical,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([1])
@@ -762,6 +998,12 @@ def _evaluate(level: _Level, settings: RegistrationSettings, transform: sitk.Tra
     return float(reg.GetMetricValue())
 
 
+def _capped(reg: sitk.ImageRegistrationMethod, iterations: int) -> bool:
+    """Whether the optimiser stopped on its iteration limit (not on a small step)."""
+    text = reg.GetOptimizerStopConditionDescription()
+    return reg.GetOptimizerIteration() >= iterations and "Step too small" not in text
+
+
 def _run_level(
     level: _Level,
     settings: RegistrationSettings,
@@ -770,21 +1012,46 @@ def _run_level(
     progress,
     cancel,
     what: str,
+    *,
+    physical_steps: bool = False,
 ) -> LevelReport:
-    """Optimise ``transform`` in place at one pyramid level; check that enough samples stay valid."""
-    reg, samples = _method(level, settings, iterations)
-    reg.SetInitialTransform(transform, inPlace=True)
-    _execute(reg, level.fixed, level.moving, progress, cancel, what)
+    """Optimise ``transform`` in place at one pyramid level; check that enough samples stay valid.
+
+    The regular-step optimiser only ever shortens its step (on each turn of the gradient); in a
+    long shallow valley it can be left creeping along the valley floor in steps of a few
+    micrometres when the iteration limit comes (seen on the real T1/T2 pair: 0.002 mm per
+    iteration, the metric still improving). It is then run again from where it stopped, with a
+    fresh first step, up to ``restarts`` times; a run still on its limit after that is refused
+    by the caller.
+    """
+    total, restarts = 0, -1
+    capped = True
+    previous = None
+    while capped and restarts < settings.restarts:
+        restarts += 1
+        reg, samples = _method(level, settings, iterations, physical_steps=physical_steps)
+        reg.SetInitialTransform(transform, inPlace=True)
+        _execute(reg, level.fixed, level.moving, progress, cancel, what)
+        total += int(reg.GetOptimizerIteration())
+        capped = _capped(reg, iterations)
+        if capped and previous is not None:
+            # a fresh start that comes back to where the last run was left (the creep above):
+            # settled to well within the accuracy that matters, not wandering off
+            points = _region_points(level.fixed, level.mask, 1000)
+            capped = tre_mm(transform, previous, points) > settings.restart_agreement_mm
+        previous = sitk.Euler3DTransform(transform)
     valid = int(reg.GetMetricNumberOfValidPoints())
     report = LevelReport(
         spacing_mm=float(
             level.spacing_mm if not level.full_resolution else max(level.fixed.GetSpacing())
         ),
         samples=int(samples),
-        iterations=int(reg.GetOptimizerIteration()),
+        iterations=total,
         metric=float(reg.GetMetricValue()),
         valid_points=valid,
         stop_condition=reg.GetOptimizerStopConditionDescription(),
+        restarts=restarts,
+        capped=capped,
     )
     if valid < settings.min_valid_fraction * samples or valid < 1000:
         raise ComputationError(
@@ -814,8 +1081,9 @@ def register(
     fixed_mask : optional image (non-zero = region to match, e.g. around the lesion level),
         resampled onto the fixed grid if needed. Without it the whole fixed image is used.
     init : "auto" (default: the scanners' frames, the geometric centres and the intensity
-        centroids each run through the coarse levels; the distinct results run at full
-        resolution and the best metric wins), "geometry",
+        centroids, plus the best peaks of a translation search around them, each run through
+        the coarse levels; the distinct results run at full resolution and the best metric
+        times overlap wins), "geometry",
         "centers", "moments" or "landmarks" (then ``landmarks = (fixed_lps, moving_lps)``,
         paired (N, 3) arrays, N >= 3).
     deformable : add a B-spline refinement (control grid ``settings.bspline_grid_mm``) after
@@ -862,6 +1130,11 @@ def register(
     # full resolution, where the metric (same random samples for all) picks the winner.
     # Comparing at a coarse level alone is not enough: a tight mask makes coarse optima lie.
     candidates = _distinct(_initial_candidates(fixed_f, mask, moving_f, init, landmarks))
+    found: dict[str, sitk.Euler3DTransform] = {}
+    if init != "landmarks" and settings.search_starts > 0:
+        # the search adds starts; it never takes away those of the frames and centres
+        found = _search_starts(levels[0], candidates, settings)
+        candidates = _distinct({**candidates, **found})
     iters = list(settings.max_iterations[: len(levels) - 1]) + [settings.max_iterations[-1]]
     iters = [settings.max_iterations[0]] * (len(levels) - len(iters)) + iters
     region_points = _region_points(fixed_f, mask)
@@ -898,6 +1171,7 @@ def register(
                     level_progress(name),
                     cancel,
                     f"{name} level {i + 1}/{len(levels)}",
+                    physical_steps=name in found,
                 )
                 for i in range(len(levels) - 1)
             ]
@@ -916,7 +1190,7 @@ def register(
             step += 1
             continue
         finals.append(path)
-    best = None
+    best, best_score = None, math.inf
     errors = []
     for path in finals:
         name, t0, transform, reports = path
@@ -943,10 +1217,15 @@ def register(
             "overlap_fraction": round(overlap, 3),
             "valid_points": last.valid_points,
         }
-        if overlap >= settings.min_valid_fraction and (
-            best is None or last.metric < best[3][-1].metric
-        ):
-            best = path
+        # Compared as the metric times the overlap: Mattes MI counts only the samples inside the
+        # moving image, and a start that slides the region partly out of it can score higher on
+        # fewer samples (phantom seed 5: one vertebra off, 84 % inside, -1.007 against the true
+        # -0.999 with all inside). Weighted, it is the information about the whole region, as
+        # in the translation search.
+        score = last.metric * overlap
+        scores[name]["weighted_metric"] = score
+        if overlap >= settings.min_valid_fraction and (best is None or score < best_score):
+            best, best_score = path, score
     if best is None:
         if errors and len(errors) == len(finals):
             raise errors[0]
@@ -988,7 +1267,7 @@ def register(
             f"(mutual information {mi:.3f} nat, chance level {mi_chance:.3f})",
             hint="check that both images show the same anatomy",
         )
-    if reports[-1].iterations >= iters[-1]:
+    if reports[-1].capped:
         raise ComputationError(
             f"registration did not converge within {reports[-1].iterations} iterations at full resolution "
             f"(last step: {reports[-1].stop_condition})",
