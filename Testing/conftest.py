@@ -40,6 +40,22 @@ def phantom_study():
 
 
 @pytest.fixture(scope="session")
+def phantom_channels(phantom_study):
+    """Factory ``phantom_channels(grade, seed)``: the T2, the PET (SUV) resampled onto the T2
+    grid through the true transform, and the truth labels, as the segmentation sees them."""
+    import SimpleITK as sitk
+
+    def get(grade: str = "2", seed: int = 0):
+        study = phantom_study(grade, seed)
+        pet = sitk.Resample(
+            study.pet_suv, study.t2, study.mri_to_ct, sitk.sitkLinear, 0.0, sitk.sitkFloat32
+        )
+        return study.t2, pet, study.labels
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory):
     """Factory ``phantom_dir(grade, seed)``: a phantom written to disk (cached per session)."""
     from MESCCAnalyzerLib.phantom import write_phantom

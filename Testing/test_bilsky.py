@@ -153,9 +153,9 @@ def measured(grade: str, seed: int):
     return compute_metrics(labels).metrics, truth
 
 
-def test_fast_phantom_matches_make_phantom():
+def test_fast_phantom_matches_make_phantom(phantom_study):
     labels, truth = phantom_labels_and_truth("2", 0)
-    study = phantom.make_phantom("2", 0)
+    study = phantom_study("2", 0)
     assert np.array_equal(
         sitk.GetArrayViewFromImage(labels), sitk.GetArrayViewFromImage(study.labels)
     )

@@ -18,14 +18,13 @@ from MESCCAnalyzerLib.mrml.registration import (
     set_transform_from_itk,
     show_pet_overlay,
 )
-from MESCCAnalyzerLib.phantom import make_phantom
 
 FLIP = np.array([-1.0, -1.0, 1.0])  # LPS <-> RAS
 
 
 @pytest.fixture(scope="module")
-def a_phantom():
-    return make_phantom(grade="2", seed=0)
+def a_phantom(phantom_study):
+    return phantom_study("2", 0)
 
 
 @pytest.fixture(scope="module")

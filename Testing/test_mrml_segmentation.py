@@ -15,18 +15,13 @@ from MESCCAnalyzerLib.mrml.segmentation import (
     seeds_from_segmentation_node,
     write_labels_to_segmentation_node,
 )
-from MESCCAnalyzerLib.phantom import make_phantom
 from MESCCAnalyzerLib.segmentation.grow import dice, grow_from_seeds
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, strokes_from_labels
 
 
 @pytest.fixture(scope="module")
-def a_phantom():
-    study = make_phantom(grade="3", seed=1)
-    pet = sitk.Resample(
-        study.pet_suv, study.t2, study.mri_to_ct, sitk.sitkLinear, 0.0, sitk.sitkFloat32
-    )
-    return study.t2, pet, study.labels
+def a_phantom(phantom_channels):
+    return phantom_channels("3", 1)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import pytest
 import SimpleITK as sitk
 
 from MESCCAnalyzerLib.cli import main
-from MESCCAnalyzerLib.phantom import make_phantom
 from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice, grow_from_seeds
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, axial_axis_kji, strokes_from_labels
 
@@ -16,16 +15,9 @@ STROKE_SEEDS = range(5)
 
 
 @pytest.fixture(scope="session")
-def phantoms():
+def phantoms(phantom_channels):
     """T2, PET resampled onto the T2 grid, truth labels: one phantom per grade (seed 0)."""
-    cache = {}
-    for grade in GRADES:
-        study = make_phantom(grade=grade, seed=0)
-        pet = sitk.Resample(
-            study.pet_suv, study.t2, study.mri_to_ct, sitk.sitkLinear, 0.0, sitk.sitkFloat32
-        )
-        cache[grade] = (study.t2, pet, study.labels)
-    return cache
+    return {grade: phantom_channels(grade, 0) for grade in GRADES}
 
 
 @pytest.fixture(scope="session")
