@@ -49,11 +49,18 @@ def test_demo_writes_every_output_and_grades_the_phantom(a_demo):
         truth["mscc_percent"], abs=5.0
     )  # issue 5's bound
     assert metrics["cord_csa_ratio"] == pytest.approx(truth["cord_csa_ratio"], abs=0.05)
-    # Seeded segmentation of the mass (T2 + PET): it overestimates this mass by 8-11 %
-    # (13.21 ml with the PET placed by a registration 0.12 mm off, 13.44 ml with one 0.01 mm
-    # off; truth 12.19 ml); the closing notes of 2026-11-26 flag it for the segmentation.
-    assert metrics["mass_volume_ml"] == pytest.approx(truth["mass_volume_ml"], rel=0.12)
     assert metrics["suv_max"] > 3.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: the seeded segmentation (T2 + PET) over-grows this grade-3 mass by 8-11 % "
+    "(13.2-13.4 ml against 12.19 ml); the goal is every mass volume within 5 % of the truth",
+)
+def test_demo_mass_volume_is_within_five_percent_of_the_truth(a_demo):
+    metrics = json.loads((a_demo / "analysis" / "metrics.json").read_text(encoding="utf-8"))
+    truth = json.loads((a_demo / "study" / "truth.json").read_text(encoding="utf-8"))
+    assert metrics["mass_volume_ml"] == pytest.approx(truth["mass_volume_ml"], rel=0.05)
 
 
 def test_registration_of_the_demo_recovers_the_phantom_transform(a_demo):
