@@ -392,7 +392,7 @@ class SeedGrower:
         if smoothing_mm and smoothing_mm > 0:
             check(cancel)
             progress(0.9, "smoothing")
-            lab = _joint_smooth(lab, smoothing_mm, self._edge, keep_labels)
+            lab = joint_smooth(lab, smoothing_mm, self._edge.GetSpacing())
         if keep_labels is not None:
             lab = np.where(np.isin(lab, list(keep_labels)), lab, 0)
         out_type = np.uint8 if lab.max(initial=0) <= 255 else np.uint16
@@ -615,16 +615,15 @@ def _local_means(
     return means_at
 
 
-def _joint_smooth(
-    lab: np.ndarray, sigma_mm: float, reference: sitk.Image, keep_labels
-) -> np.ndarray:
-    """Smooth all labels together: each voxel takes the label of largest smoothed indicator."""
+def joint_smooth(lab: np.ndarray, sigma_mm: float, spacing) -> np.ndarray:
+    """Smooth all labels together: each voxel takes the label of largest Gaussian-smoothed
+    indicator (``sigma_mm`` on a grid of ``spacing`` mm, i j k), so no overlap and no gap."""
     values = [int(v) for v in np.unique(lab)]
     best = np.full(lab.shape, -1.0, dtype=np.float32)
     out = lab.copy()
     for value in values:
         img = sitk.GetImageFromArray((lab == value).astype(np.float32))
-        img.CopyInformation(reference)
+        img.SetSpacing(tuple(float(v) for v in spacing))
         s = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma_mm))
         take = s > best
         out[take] = value

@@ -52,7 +52,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
-from .grow import STRUCTURE_LABELS, Box, check_inputs, seed_box
+from .grow import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, seed_box
 
 # the 13 neighbour offsets (k, j, i) whose first non-zero component is positive; with their
 # opposites they are the 26 neighbours
@@ -546,7 +546,7 @@ class PathGrower:
         reached = np.isfinite(dist[1:-1, 1:-1, 1:-1])
         out = np.where(reached, lookup[core.astype(np.intp) + 1], 0).astype(np.uint16)
         if smoothing_mm and smoothing_mm > 0:
-            out = _joint_smooth(out, smoothing_mm, self.images[0].GetSpacing())
+            out = joint_smooth(out, smoothing_mm, self.images[0].GetSpacing())
             if self._inside is not None:
                 out[~self._inside] = 0
         if keep_labels is not None:
@@ -649,20 +649,6 @@ def _touches_faces(changed: np.ndarray, lo, hi, shape) -> bool:
             if changed[tuple(index)].any():
                 return True
     return False
-
-
-def _joint_smooth(lab: np.ndarray, sigma_mm: float, spacing) -> np.ndarray:
-    """Each voxel to the label of largest Gaussian-smoothed indicator (no overlap, no gap)."""
-    best = np.full(lab.shape, -1.0, dtype=np.float32)
-    out = lab.copy()
-    for value in np.unique(lab):
-        img = sitk.GetImageFromArray((lab == value).astype(np.float32))
-        img.SetSpacing(tuple(float(s) for s in spacing))
-        s = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, sigma_mm))
-        take = s > best
-        out[take] = value
-        best[take] = s[take]
-    return out
 
 
 def grow_paths(
