@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import slicer
 
 from MESCCAnalyzerLib.errors import InputError
+from MESCCAnalyzerLib.measure.definitions import metric
 from MESCCAnalyzerLib.mrml.registration import roi_mask_on
 from MESCCAnalyzerLib.mrml.scene import read_mrb, save_mrb
 from MESCCAnalyzerLib.mrml.segmentation import labels_from_segmentation_node
@@ -186,3 +187,17 @@ def test_metrics_nodes_carry_models_tables_and_plot(a_sample_session):
         for r in range(nodes.metrics_table.GetNumberOfRows())
     }
     assert rows.get("bilsky_grade") == result.metrics["bilsky_grade"]
+    # name, unit and definition from the one table of definitions, as the report shows them
+    columns = [
+        nodes.metrics_table.GetColumnName(c)
+        for c in range(nodes.metrics_table.GetNumberOfColumns())
+    ]
+    row = next(
+        r
+        for r in range(nodes.metrics_table.GetNumberOfRows())
+        if nodes.metrics_table.GetCellText(r, 0) == "mass_volume_ml"
+    )
+    cells = {c: nodes.metrics_table.GetCellText(row, i) for i, c in enumerate(columns)}
+    assert cells["unit"] == metric("mass_volume_ml").unit == "ml"
+    assert cells["name"] == metric("mass_volume_ml").name
+    assert cells["definition"] == metric("mass_volume_ml").definition

@@ -27,6 +27,7 @@ import numpy as np
 import slicer
 import vtk
 
+from ..measure.definitions import BY_KEY
 from ..measure.metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
 from ..measure.surfaces import lps_to_ras_polydata
 from .nodes import image_from_volume_node
@@ -34,6 +35,11 @@ from .registration import volume_on_grid
 from .segmentation import labels_from_segmentation_node
 
 RESULTS_NODE_NAME = "MESCC results"
+COLUMN_DESCRIPTIONS = {
+    "metric": "the key in metrics.json",
+    "unit": "unit of the value",
+    "definition": "how it is computed (docs/methods.md gives the formula and the source)",
+}
 DISTANCE_RANGE_MM = (0.0, 10.0)
 COLOR_NODE_NAME = "MESCC distance (mm)"
 MODEL_STYLE = {
@@ -221,11 +227,22 @@ def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") ->
         _format(m[k]) if "." not in k else _format(m["bilsky_facts"][k.split(".", 1)[1]])
         for k in keys
     ]
+    # Name, unit and definition from the one table of definitions (the report's and the
+    # page's): Slicer's table view shows them beside the value.
+    known = [BY_KEY.get(k) for k in keys]
     out.metrics_table = _table_node(
         scene,
         f"{prefix} metrics",
-        [_string_column("metric", keys), _string_column("value", values)],
+        [
+            _string_column("metric", keys),
+            _string_column("value", values),
+            _string_column("unit", [d.unit if d else "" for d in known]),
+            _string_column("name", [d.name if d else "" for d in known]),
+            _string_column("definition", [d.definition if d else "" for d in known]),
+        ],
     )
+    for column, text in COLUMN_DESCRIPTIONS.items():
+        out.metrics_table.SetColumnDescription(column, text)
     return out
 
 
