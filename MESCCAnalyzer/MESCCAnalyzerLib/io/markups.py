@@ -72,6 +72,12 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
     Raises :class:`InputError` naming the file when it is not JSON, has no ``markups``
     array, declares an unknown coordinate system or has a malformed position.
     """
+    markups = _markups_array(_read_json(path), path)
+    return [_point_list(markup, m_index, path) for m_index, markup in enumerate(markups)]
+
+
+def _read_json(path: str | os.PathLike):
+    """The parsed JSON of ``path``; :class:`InputError` when it cannot be read or parsed."""
     if os.path.exists(path) and not is_regular_file(path):
         raise InputError(
             "not a regular file (a named pipe, socket or device)",
@@ -80,7 +86,7 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
         )
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            return json.load(fh)
     except FileNotFoundError as exc:
         raise InputError("file not found", path=path) from exc
     except RecursionError:
@@ -93,6 +99,10 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
             path=path,
             hint="expected a Slicer .mrk.json point list",
         ) from exc
+
+
+def _markups_array(data, path: str | os.PathLike) -> list:
+    """The non-empty ``markups`` array of a parsed markups file."""
     markups = data.get("markups") if isinstance(data, dict) else None
     if not isinstance(markups, list) or not markups:
         raise InputError(
@@ -100,63 +110,76 @@ def read_markups(path: str | os.PathLike) -> list[PointList]:
             path=path,
             hint="expected a Slicer .mrk.json point list",
         )
-    lists = []
-    for m_index, markup in enumerate(markups):
-        if not isinstance(markup, dict):
-            raise InputError(f"markup {m_index + 1} is not an object", path=path)
-        system = str(markup.get("coordinateSystem", "LPS") or "LPS").upper()
-        if system not in ("LPS", "RAS"):
-            raise InputError(
-                f"unknown coordinateSystem '{system}' in markup {m_index + 1}",
-                path=path,
-                hint="Slicer writes LPS or RAS",
-            )
-        units = markup.get("coordinateUnits", "mm")
-        if isinstance(units, dict):
-            units = units.get("CodeValue", "mm")
-        if units not in ("mm", None, ""):
-            raise InputError(
-                f"coordinates in '{units}', only mm are supported (markup {m_index + 1})", path=path
-            )
-        plist = PointList(
-            name=str(markup.get("name", "") or ""), type=str(markup.get("type", "") or "")
+    return markups
+
+
+def _point_list(markup, m_index: int, path: str | os.PathLike) -> PointList:
+    """One markups node (``markup``, the ``m_index``-th of the file) as a :class:`PointList`."""
+    if not isinstance(markup, dict):
+        raise InputError(f"markup {m_index + 1} is not an object", path=path)
+    system = _coordinate_system(markup, m_index, path)
+    plist = PointList(
+        name=str(markup.get("name", "") or ""), type=str(markup.get("type", "") or "")
+    )
+    control_points = markup.get("controlPoints") or []
+    if not isinstance(control_points, list):
+        raise InputError(f"'controlPoints' of markup {m_index + 1} is not a list", path=path)
+    for p_index, cp in enumerate(control_points):
+        plist.points.append(_control_point(cp, system, p_index, m_index, path))
+    return plist
+
+
+def _coordinate_system(markup: dict, m_index: int, path: str | os.PathLike) -> str:
+    """The markup's coordinate system ("LPS" or "RAS"), after checking its units are mm."""
+    system = str(markup.get("coordinateSystem", "LPS") or "LPS").upper()
+    if system not in ("LPS", "RAS"):
+        raise InputError(
+            f"unknown coordinateSystem '{system}' in markup {m_index + 1}",
+            path=path,
+            hint="Slicer writes LPS or RAS",
         )
-        control_points = markup.get("controlPoints") or []
-        if not isinstance(control_points, list):
-            raise InputError(f"'controlPoints' of markup {m_index + 1} is not a list", path=path)
-        for p_index, cp in enumerate(control_points):
-            if not isinstance(cp, dict):
-                raise InputError(
-                    f"control point {p_index + 1} of markup {m_index + 1} is not an object",
-                    path=path,
-                )
-            status = str(cp.get("positionStatus", "defined"))
-            defined = status in _USABLE_STATUS
-            position = cp.get("position")
-            if defined:
-                try:
-                    xyz = np.asarray(position, dtype=float)
-                except (TypeError, ValueError):
-                    xyz = np.zeros(0)
-                if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
-                    raise InputError(
-                        f"control point {p_index + 1} of markup {m_index + 1} has no valid 3D position ({position!r})",
-                        path=path,
-                    )
-                if system == "RAS":
-                    xyz = _ras_lps_flip(xyz)
-            else:
-                xyz = np.full(3, np.nan)
-            plist.points.append(
-                ControlPoint(
-                    label=str(cp.get("label", "") or ""),
-                    description=str(cp.get("description", "") or ""),
-                    xyz_lps=xyz,
-                    defined=defined,
-                )
+    units = markup.get("coordinateUnits", "mm")
+    if isinstance(units, dict):
+        units = units.get("CodeValue", "mm")
+    if units not in ("mm", None, ""):
+        raise InputError(
+            f"coordinates in '{units}', only mm are supported (markup {m_index + 1})", path=path
+        )
+    return system
+
+
+def _control_point(
+    cp, system: str, p_index: int, m_index: int, path: str | os.PathLike
+) -> ControlPoint:
+    """One control point, its position converted from ``system`` to LPS (NaN if unset)."""
+    if not isinstance(cp, dict):
+        raise InputError(
+            f"control point {p_index + 1} of markup {m_index + 1} is not an object",
+            path=path,
+        )
+    status = str(cp.get("positionStatus", "defined"))
+    defined = status in _USABLE_STATUS
+    if defined:
+        position = cp.get("position")
+        try:
+            xyz = np.asarray(position, dtype=float)
+        except (TypeError, ValueError):
+            xyz = np.zeros(0)
+        if xyz.shape != (3,) or not np.all(np.isfinite(xyz)):
+            raise InputError(
+                f"control point {p_index + 1} of markup {m_index + 1} has no valid 3D position ({position!r})",
+                path=path,
             )
-        lists.append(plist)
-    return lists
+        if system == "RAS":
+            xyz = _ras_lps_flip(xyz)
+    else:
+        xyz = np.full(3, np.nan)
+    return ControlPoint(
+        label=str(cp.get("label", "") or ""),
+        description=str(cp.get("description", "") or ""),
+        xyz_lps=xyz,
+        defined=defined,
+    )
 
 
 def read_markups_points(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:

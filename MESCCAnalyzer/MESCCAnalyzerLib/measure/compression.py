@@ -72,10 +72,6 @@ class Sections:
     def compression_ratio(self) -> np.ndarray:
         return self.cord_ap_mm / self.cord_transverse_mm
 
-    @property
-    def cord_sac_ratio(self) -> np.ndarray:
-        return self.cord_csa_mm2 / self.sac_csa_mm2
-
     def columns(self) -> dict[str, np.ndarray]:
         """The sections table (column name -> values), units in the names."""
         return {
@@ -209,6 +205,10 @@ class _LabelSampler:
                 out.append(sitk.GetArrayFromImage(f.Execute(mask))[0].astype(np.float64))
         return out
 
+    def window(self, win: _Window, c, el, ea, values) -> list[np.ndarray]:
+        """:meth:`plane` on the window ``win`` centred on ``c`` (axes ``el``, ``ea``)."""
+        return self.plane(win.corner(c, el, ea), el, ea, win.n, win.pixel, values)
+
 
 def _perpendicular_extent(points: np.ndarray, line: Centerline) -> float:
     """Largest distance (mm) of ``points`` from the centreline, perpendicular to it."""
@@ -305,6 +305,106 @@ def _measure_section(
     return r
 
 
+@dataclass
+class _SectionGrids:
+    """Where each section is sampled: the ``fine`` window holds the whole cord and thecal sac
+    (with a margin), the coarser ``coarse`` window the whole mass; ``near_mass`` (N bool)
+    flags the sections whose coarse window may reach the mass."""
+
+    fine: _Window
+    coarse: _Window
+    near_mass: np.ndarray
+
+
+def _section_grids(
+    labels: sitk.Image,
+    line: Centerline,
+    cord_label: int,
+    csf_label: int,
+    mass_label: int,
+    pixel_mm: float,
+) -> _SectionGrids:
+    """Size the sampling windows from the labels' extent around the centreline."""
+    arr = sitk.GetArrayViewFromImage(labels)
+    spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)
+    sac_pts = voxel_points_lps(labels, (arr == cord_label) | (arr == csf_label))
+    half_width = _perpendicular_extent(sac_pts, line) + 2.0 * float(spacing.max()) + 2.0
+    fine = _Window(int(np.ceil(2 * half_width / pixel_mm)) + 1, pixel_mm)
+    # The mass's area is read on a coarser window wide enough for the whole mass.
+    mass_pts = voxel_points_lps(labels, arr == mass_label)
+    mass_half = min(
+        60.0, max(half_width, _perpendicular_extent(mass_pts, line) + 2.0 * float(spacing.max()))
+    )
+    coarse = _Window(
+        int(np.ceil(2 * mass_half / max(pixel_mm, spacing.min()))) + 1,
+        float(max(pixel_mm, spacing.min())),
+    )
+    near_mass = np.zeros(len(line.arc_mm), dtype=bool)
+    if len(mass_pts):
+        par = line.param_of(mass_pts)
+        near_mass = (line.axis_param_mm >= par.min() - mass_half) & (
+            line.axis_param_mm <= par.max() + mass_half
+        )
+    return _SectionGrids(fine, coarse, near_mass)
+
+
+class _SectionTable:
+    """The per-section results of :func:`measure_sections` as they are measured (NaN, or no
+    contact, until a section is stored)."""
+
+    SCALARS = ("cord_csa", "cord_ap", "cord_tr", "sac_csa", "sac_ap", "sac_tr", "csf")
+    CENTROIDS = ("cord_c", "sac_c")
+
+    def __init__(self, count: int):
+        self.cols = {k: np.full(count, np.nan) for k in self.SCALARS}
+        self.cols["mass"] = np.zeros(count)
+        self.cents = {k: np.full((count, 3), np.nan) for k in self.CENTROIDS}
+        self.touch = np.zeros((count, int(360 / ANGLE_STEP_DEG)), dtype=bool)
+        self.valid = np.zeros(count, dtype=bool)
+
+    def store(self, s: int, r: dict) -> None:
+        """Record section ``s``'s measurements (a :func:`_measure_section` result)."""
+        for k, v in r.items():
+            if k in self.cols:
+                self.cols[k][s] = v
+            elif k in self.cents:
+                self.cents[k][s] = v
+        self.touch[s] = r.get("touch", False)
+        self.valid[s] = r["valid"]
+
+    def sections(
+        self,
+        line: Centerline,
+        lr: np.ndarray,
+        ap: np.ndarray,
+        pixel_mm: float,
+        half_width_mm: float,
+    ) -> Sections:
+        """The table as :class:`Sections` along ``line`` (in-plane axes ``lr``, ``ap``)."""
+        cols, cents = self.cols, self.cents
+        return Sections(
+            arc_mm=line.arc_mm.copy(),
+            centre_lps=line.points_lps.copy(),
+            tangent_lps=line.tangents_lps.copy(),
+            e_lr=lr,
+            e_ap=ap,
+            valid=self.valid,
+            cord_csa_mm2=cols["cord_csa"],
+            cord_ap_mm=cols["cord_ap"],
+            cord_transverse_mm=cols["cord_tr"],
+            cord_centroid_lps=cents["cord_c"],
+            sac_csa_mm2=cols["sac_csa"],
+            sac_ap_mm=cols["sac_ap"],
+            sac_transverse_mm=cols["sac_tr"],
+            sac_centroid_lps=cents["sac_c"],
+            csf_area_mm2=cols["csf"],
+            mass_area_mm2=cols["mass"],
+            mass_touch_deg=self.touch,
+            pixel_mm=pixel_mm,
+            half_width_mm=half_width_mm,
+        )
+
+
 def measure_sections(
     labels: sitk.Image,
     line: Centerline,
@@ -323,96 +423,35 @@ def measure_sections(
     beyond the scanned volume are flagged invalid.
     """
     progress = progress or no_progress
-    arr = sitk.GetArrayViewFromImage(labels)
     spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)
     if pixel_mm is None:
         pixel_mm = float(min(0.25, spacing.min() / 2.0))
     strip_mm = float(spacing.min())
-    sac_pts = voxel_points_lps(labels, (arr == cord_label) | (arr == csf_label))
-    half_width = _perpendicular_extent(sac_pts, line) + 2.0 * float(spacing.max()) + 2.0
-    fine = _Window(int(np.ceil(2 * half_width / pixel_mm)) + 1, pixel_mm)
-    # The mass's area is read on a coarser window wide enough for the whole mass.
-    mass_pts = voxel_points_lps(labels, arr == mass_label)
-    mass_half = min(
-        60.0, max(half_width, _perpendicular_extent(mass_pts, line) + 2.0 * float(spacing.max()))
-    )
-    coarse = _Window(
-        int(np.ceil(2 * mass_half / max(pixel_mm, spacing.min()))) + 1,
-        float(max(pixel_mm, spacing.min())),
-    )
+    margin_mm = 0.5 * float(spacing.min())
+    grids = _section_grids(labels, line, cord_label, csf_label, mass_label, pixel_mm)
+    fine, coarse = grids.fine, grids.coarse
     sampler = _LabelSampler(labels, (cord_label, csf_label, mass_label))
     box = _ImageBox(full_extent if full_extent is not None else labels)
 
     lr, ap = section_axes(line.tangents_lps)
     count = len(line.arc_mm)
-    near_mass = np.zeros(count, dtype=bool)
-    if len(mass_pts):
-        par = line.param_of(mass_pts)
-        near_mass = (line.axis_param_mm >= par.min() - mass_half) & (
-            line.axis_param_mm <= par.max() + mass_half
-        )
-    cols = {
-        k: np.full(count, np.nan)
-        for k in ("cord_csa", "cord_ap", "cord_tr", "sac_csa", "sac_ap", "sac_tr", "csf")
-    }
-    cols["mass"] = np.zeros(count)
-    cents = {k: np.full((count, 3), np.nan) for k in ("cord_c", "sac_c")}
-    touch = np.zeros((count, int(360 / ANGLE_STEP_DEG)), dtype=bool)
-    valid = np.zeros(count, dtype=bool)
+    table = _SectionTable(count)
     for s in range(count):
         if s % 8 == 0:
             check(cancel)
             progress(s / count, f"section {s + 1}/{count}")
         c, el, ea = line.points_lps[s], lr[s], ap[s]
-        wanted = (cord_label, csf_label, mass_label) if near_mass[s] else (cord_label, csf_label)
-        fc, fs, *rest = sampler.plane(fine.corner(c, el, ea), el, ea, fine.n, fine.pixel, wanted)
-        r = _measure_section(
-            fc,
-            fs,
-            rest[0] if rest else None,
-            fine,
-            c,
-            el,
-            ea,
-            strip_mm,
-            box,
-            0.5 * float(spacing.min()),
-        )
-        for k, v in r.items():
-            if k in cols:
-                cols[k][s] = v
-            elif k in cents:
-                cents[k][s] = v
-        touch[s] = r.get("touch", False)
-        valid[s] = r["valid"]
-        if near_mass[s]:
-            (m,) = sampler.plane(
-                coarse.corner(c, el, ea), el, ea, coarse.n, coarse.pixel, (mass_label,)
-            )
-            cols["mass"][s] = float(m.sum()) * coarse.pixel**2
+        near_mass = grids.near_mass[s]
+        wanted = (cord_label, csf_label, mass_label) if near_mass else (cord_label, csf_label)
+        fc, fs, *rest = sampler.window(fine, c, el, ea, wanted)
+        fm = rest[0] if rest else None
+        table.store(s, _measure_section(fc, fs, fm, fine, c, el, ea, strip_mm, box, margin_mm))
+        if near_mass:
+            (m,) = sampler.window(coarse, c, el, ea, (mass_label,))
+            table.cols["mass"][s] = float(m.sum()) * coarse.pixel**2
     progress(1.0, "sections done")
-    _trim_ends(valid, cols["cord_csa"])
-    return Sections(
-        arc_mm=line.arc_mm.copy(),
-        centre_lps=line.points_lps.copy(),
-        tangent_lps=line.tangents_lps.copy(),
-        e_lr=lr,
-        e_ap=ap,
-        valid=valid,
-        cord_csa_mm2=cols["cord_csa"],
-        cord_ap_mm=cols["cord_ap"],
-        cord_transverse_mm=cols["cord_tr"],
-        cord_centroid_lps=cents["cord_c"],
-        sac_csa_mm2=cols["sac_csa"],
-        sac_ap_mm=cols["sac_ap"],
-        sac_transverse_mm=cols["sac_tr"],
-        sac_centroid_lps=cents["sac_c"],
-        csf_area_mm2=cols["csf"],
-        mass_area_mm2=cols["mass"],
-        mass_touch_deg=touch,
-        pixel_mm=pixel_mm,
-        half_width_mm=fine.half,
-    )
+    _trim_ends(table.valid, table.cols["cord_csa"])
+    return table.sections(line, lr, ap, pixel_mm, fine.half)
 
 
 def _trim_ends(valid: np.ndarray, csa: np.ndarray) -> None:
@@ -562,6 +601,29 @@ class CompressionResult:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Slabs:
+    """Per-section means over a ``WORST_SLAB_MM`` slab of valid sections (see
+    :func:`slab_mean`): what the worst level is chosen on and read from."""
+
+    cord_ap_mm: np.ndarray
+    sac_ap_mm: np.ndarray
+    cord_csa_mm2: np.ndarray
+    sac_csa_mm2: np.ndarray
+    mass_area_mm2: np.ndarray
+
+    @classmethod
+    def of(cls, sections: Sections) -> _Slabs:
+        arc, valid = sections.arc_mm, sections.valid
+        return cls(
+            cord_ap_mm=slab_mean(sections.cord_ap_mm, arc, valid),
+            sac_ap_mm=slab_mean(sections.sac_ap_mm, arc, valid),
+            cord_csa_mm2=slab_mean(sections.cord_csa_mm2, arc, valid),
+            sac_csa_mm2=slab_mean(sections.sac_csa_mm2, arc, valid),
+            mass_area_mm2=slab_mean(sections.mass_area_mm2, arc, valid),
+        )
+
+
 def compression_measures(
     sections: Sections, mass_arc_range: tuple[float, float], *, resolution_mm: float = 1.0
 ) -> CompressionResult:
@@ -577,41 +639,125 @@ def compression_measures(
     where the mass's cross-section is largest.
     """
     ref = choose_reference(sections, mass_arc_range)
+    notes = [ref.note] if ref.note else []
+    in_mass = _sections_in_mass(sections, mass_arc_range)
+    if len(in_mass) == 0:
+        in_mass = _section_nearest_mass(sections, mass_arc_range)
+        notes.append("the mass lies beyond the measurable cord; its nearest section is used")
+    slabs = _Slabs.of(sections)
+    worst = _worst_section(sections, ref, slabs, in_mass, resolution_mm)
+    values = {
+        **_cord_measures(sections, ref, slabs, in_mass, worst),
+        **_sac_measures(sections, ref, slabs, in_mass, worst),
+        **_area_and_shape_measures(sections, ref, in_mass, worst),
+        **_worst_and_reference_levels(sections, ref, worst),
+    }
+    return CompressionResult(values, worst, ref, in_mass, notes)
+
+
+def _sections_in_mass(sections: Sections, mass_arc_range: tuple[float, float]) -> np.ndarray:
+    """Indices of the valid sections within the mass's craniocaudal extent."""
     arc, valid = sections.arc_mm, sections.valid
     lo, hi = mass_arc_range
-    in_mass = np.nonzero(valid & (arc >= lo) & (arc <= hi))[0]
-    notes = [ref.note] if ref.note else []
-    if len(in_mass) == 0:
-        # The mass lies beyond the measurable cord: use the valid section nearest to it.
-        centre = 0.5 * (lo + hi)
-        cand = np.nonzero(valid)[0]
-        in_mass = cand[[int(np.argmin(np.abs(arc[cand] - centre)))]]
-        notes.append("the mass lies beyond the measurable cord; its nearest section is used")
-    cord_ap_ref = ref.mean(sections.cord_ap_mm)
-    sac_ap_ref = ref.mean(sections.sac_ap_mm)
-    cord_csa_ref = ref.mean(sections.cord_csa_mm2)
-    sac_csa_ref = ref.mean(sections.sac_csa_mm2)
-    cord_ap_slab = slab_mean(sections.cord_ap_mm, arc, valid)
-    sac_ap_slab = slab_mean(sections.sac_ap_mm, arc, valid)
-    i_cord = int(in_mass[np.nanargmin(cord_ap_slab[in_mass])])
-    worst = i_cord
-    if (1.0 - cord_ap_slab[i_cord] / cord_ap_ref) * 100.0 < COMPRESSED_MSCC_PERCENT:
-        worst = int(in_mass[np.nanargmin(sac_ap_slab[in_mass])])
-        if sac_ap_ref - sac_ap_slab[worst] < resolution_mm:
+    return np.nonzero(valid & (arc >= lo) & (arc <= hi))[0]
+
+
+def _section_nearest_mass(sections: Sections, mass_arc_range: tuple[float, float]) -> np.ndarray:
+    """The valid section nearest to the mass's centre (as a 1-element index array), for a
+    mass that lies beyond the measurable cord."""
+    arc = sections.arc_mm
+    centre = 0.5 * (mass_arc_range[0] + mass_arc_range[1])
+    cand = np.nonzero(sections.valid)[0]
+    return cand[[int(np.argmin(np.abs(arc[cand] - centre)))]]
+
+
+def _worst_section(
+    sections: Sections,
+    ref: ReferenceLevels,
+    slabs: _Slabs,
+    in_mass: np.ndarray,
+    resolution_mm: float,
+) -> int:
+    """The worst level among ``in_mass``: the narrowest cord, else (cord not compressed) the
+    narrowest sac, else (nor the sac narrowed) the largest mass (see
+    :func:`compression_measures`)."""
+    worst = int(in_mass[np.nanargmin(slabs.cord_ap_mm[in_mass])])
+    mscc_percent = (1.0 - slabs.cord_ap_mm[worst] / ref.mean(sections.cord_ap_mm)) * 100.0
+    if mscc_percent < COMPRESSED_MSCC_PERCENT:
+        # The cord is not compressed: the level where the mass encroaches most on the sac.
+        worst = int(in_mass[np.nanargmin(slabs.sac_ap_mm[in_mass])])
+        if ref.mean(sections.sac_ap_mm) - slabs.sac_ap_mm[worst] < resolution_mm:
             # Nor is the sac narrowed: the level where the mass is largest.
-            mass_slab = slab_mean(sections.mass_area_mm2, arc, valid)
-            worst = int(in_mass[np.nanargmax(mass_slab[in_mass])])
-    cord_ap_worst = float(cord_ap_slab[worst])
-    sac_ap_worst = float(sac_ap_slab[worst])
-    sac_csa_worst = float(slab_mean(sections.sac_csa_mm2, arc, valid)[worst])
-    sac_ap_smooth = sac_ap_slab
-    csa_smooth = slab_mean(sections.cord_csa_mm2, arc, valid)
-    i_min_csa = int(in_mass[np.nanargmin(csa_smooth[in_mass])])
+            worst = int(in_mass[np.nanargmax(slabs.mass_area_mm2[in_mass])])
+    return worst
+
+
+def _cord_measures(
+    sections: Sections, ref: ReferenceLevels, slabs: _Slabs, in_mass: np.ndarray, worst: int
+) -> dict:
+    """Cord area (smallest in the mass's extent) and diameters at the worst level, MSCC."""
+    cord_ap_ref = ref.mean(sections.cord_ap_mm)
+    cord_csa_ref = ref.mean(sections.cord_csa_mm2)
+    cord_ap_worst = float(slabs.cord_ap_mm[worst])
+    i_min_csa = int(in_mass[np.nanargmin(slabs.cord_csa_mm2[in_mass])])
     cord_min_csa = float(min(sections.cord_csa_mm2[i_min_csa], sections.cord_csa_mm2[worst]))
+    return {
+        "cord_min_csa_mm2": cord_min_csa,
+        "cord_reference_csa_mm2": cord_csa_ref,
+        "cord_csa_ratio": cord_min_csa / cord_csa_ref,
+        "cord_ap_worst_mm": cord_ap_worst,
+        "cord_ap_reference_mm": cord_ap_ref,
+        "cord_transverse_worst_mm": float(sections.cord_transverse_mm[worst]),
+        "mscc_percent": float((1.0 - cord_ap_worst / cord_ap_ref) * 100.0),
+    }
+
+
+def _sac_measures(
+    sections: Sections, ref: ReferenceLevels, slabs: _Slabs, in_mass: np.ndarray, worst: int
+) -> dict:
+    """Thecal-sac diameters and area at the worst level (MCC, canal compromise) and its
+    narrowing within the mass's extent."""
+    valid = sections.valid
+    sac_ap_ref = ref.mean(sections.sac_ap_mm)
+    sac_csa_ref = ref.mean(sections.sac_csa_mm2)
+    sac_ap_worst = float(slabs.sac_ap_mm[worst])
+    sac_csa_worst = float(slabs.sac_csa_mm2[worst])
+    sac_transverse = running_mean(np.where(valid, sections.sac_transverse_mm, np.nan))
+    return {
+        "sac_ap_worst_mm": sac_ap_worst,
+        "sac_ap_reference_mm": sac_ap_ref,
+        "mcc_percent": float((1.0 - sac_ap_worst / sac_ap_ref) * 100.0),
+        "sac_csa_worst_mm2": sac_csa_worst,
+        "sac_reference_csa_mm2": sac_csa_ref,
+        "canal_compromise_percent": float((1.0 - sac_csa_worst / sac_csa_ref) * 100.0),
+        "sac_ap_loss_mm": float(sac_ap_ref - np.nanmin(slabs.sac_ap_mm[in_mass])),
+        "sac_transverse_loss_mm": float(
+            ref.mean(sections.sac_transverse_mm) - np.nanmin(sac_transverse[in_mass])
+        ),
+    }
+
+
+def _area_and_shape_measures(
+    sections: Sections, ref: ReferenceLevels, in_mass: np.ndarray, worst: int
+) -> dict:
+    """Cord flattening (AP / transverse), cord-to-canal area ratio, CSF left at the worst
+    level and the cord's displacement."""
     ratio = sections.cord_csa_mm2 / sections.sac_csa_mm2
     cr = sections.compression_ratio
+    return {
+        "compression_ratio_min": float(np.nanmin(cr[in_mass])),
+        "compression_ratio_reference": ref.mean(cr),
+        "cord_canal_area_ratio_min": float(np.nanmin(ratio[in_mass])),
+        "cord_canal_area_ratio_worst": float(ratio[worst]),
+        "csf_area_worst_mm2": float(sections.csf_area_mm2[worst]),
+        "csf_fraction_worst": float(sections.csf_area_mm2[worst] / sections.sac_csa_mm2[worst]),
+        "cord_displacement_mm": _cord_displacement_mm(sections, ref, worst),
+    }
 
-    # Displacement of the cord centroid from the line through the reference centroids.
+
+def _cord_displacement_mm(sections: Sections, ref: ReferenceLevels, worst: int) -> float:
+    """Distance of the worst section's cord centroid from the line through the reference
+    centroids (through one side's centroid along the mean tangent when only one side)."""
     cents = sections.cord_centroid_lps
     sides = [np.nanmean(cents[idx], axis=0) for idx in (ref.above, ref.below) if len(idx)]
     if len(sides) == 2:
@@ -621,41 +767,17 @@ def compression_measures(
         direction = np.nanmean(sections.tangent_lps[ref.all], axis=0)
     direction = direction / np.linalg.norm(direction)
     rel = cents[worst] - p0
-    displacement = float(np.linalg.norm(rel - (rel @ direction) * direction))
+    return float(np.linalg.norm(rel - (rel @ direction) * direction))
 
-    values = {
-        "cord_min_csa_mm2": cord_min_csa,
-        "cord_reference_csa_mm2": cord_csa_ref,
-        "cord_csa_ratio": cord_min_csa / cord_csa_ref,
-        "cord_ap_worst_mm": cord_ap_worst,
-        "cord_ap_reference_mm": cord_ap_ref,
-        "cord_transverse_worst_mm": float(sections.cord_transverse_mm[worst]),
-        "mscc_percent": float((1.0 - cord_ap_worst / cord_ap_ref) * 100.0),
-        "sac_ap_worst_mm": sac_ap_worst,
-        "sac_ap_reference_mm": sac_ap_ref,
-        "mcc_percent": float((1.0 - sac_ap_worst / sac_ap_ref) * 100.0),
-        "sac_csa_worst_mm2": sac_csa_worst,
-        "sac_reference_csa_mm2": sac_csa_ref,
-        "canal_compromise_percent": float((1.0 - sac_csa_worst / sac_csa_ref) * 100.0),
-        "sac_ap_loss_mm": float(sac_ap_ref - np.nanmin(sac_ap_smooth[in_mass])),
-        "sac_transverse_loss_mm": float(
-            ref.mean(sections.sac_transverse_mm)
-            - np.nanmin(running_mean(np.where(valid, sections.sac_transverse_mm, np.nan))[in_mass])
-        ),
-        "compression_ratio_min": float(np.nanmin(cr[in_mass])),
-        "compression_ratio_reference": ref.mean(cr),
-        "cord_canal_area_ratio_min": float(np.nanmin(ratio[in_mass])),
-        "cord_canal_area_ratio_worst": float(ratio[worst]),
-        "csf_area_worst_mm2": float(sections.csf_area_mm2[worst]),
-        "csf_fraction_worst": float(sections.csf_area_mm2[worst] / sections.sac_csa_mm2[worst]),
-        "cord_displacement_mm": displacement,
+
+def _worst_and_reference_levels(sections: Sections, ref: ReferenceLevels, worst: int) -> dict:
+    """Where the worst section (its cord centroid, else its centre) and the reference
+    stretches lie."""
+    arc, cents = sections.arc_mm, sections.cord_centroid_lps
+    worst_lps = cents[worst] if np.all(np.isfinite(cents[worst])) else sections.centre_lps[worst]
+    return {
         "worst_section_arc_mm": float(arc[worst]),
-        "worst_section_lps_mm": [
-            float(v)
-            for v in (
-                cents[worst] if np.all(np.isfinite(cents[worst])) else sections.centre_lps[worst]
-            )
-        ],
+        "worst_section_lps_mm": [float(v) for v in worst_lps],
         "reference_arc_mm": {
             side: [float(arc[idx].min()), float(arc[idx].max())]
             for side, idx in (("above", ref.above), ("below", ref.below))
@@ -663,7 +785,6 @@ def compression_measures(
         },
         "reference_sides": ref.sides(),
     }
-    return CompressionResult(values, worst, ref, in_mass, notes)
 
 
 def circumferential_extent(sections: Sections, indices: np.ndarray) -> tuple[float, list[str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,8 +216,6 @@ class _Stages:
     """Times named stages, reports them to an optional ``timer`` and checks ``cancel``."""
 
     def __init__(self, timer, cancel):
-        import time
-
         self._clock = time.perf_counter
         self.timer, self.cancel = timer, cancel
         self.timings: dict[str, float] = {}
@@ -321,6 +320,9 @@ _FROM_COMPRESSION = (
 )
 
 
+_FROM_UPTAKE = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg", "suv_peak_centre_lps_mm")
+
+
 def compute_metrics(
     labels: sitk.Image,
     pet: sitk.Image | None = None,
@@ -346,37 +348,17 @@ def compute_metrics(
         sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels
     )
     crop = _crop(labels_u8)
-    spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)
-    voxel_mm = float(spacing.min())
-    masks = {
-        "cord": _mask(crop, [LABEL_CORD]),
-        "sac": _mask(crop, [LABEL_CORD, LABEL_CSF]),
-        "mass": _mask(crop, [LABEL_MASS]),
-    }
+    voxel_mm = float(np.asarray(crop.GetSpacing(), dtype=np.float64).min())
+    masks = _structure_masks(crop)
     progress(0.02, "centreline")
 
     stage("centreline")
     line = fit_centerline(masks["cord"], step_mm=section_step_mm)
 
     stage("sections")
-    sections = compression.measure_sections(
-        crop,
-        line,
-        full_extent=labels_u8,
-        progress=sub_progress(progress, 0.05, 0.55),
-        cancel=cancel,
+    comp = _measure_compression(
+        crop, line, labels_u8, voxel_mm, sub_progress(progress, 0.05, 0.55), cancel
     )
-    if not sections.valid.any():
-        raise ComputationError(
-            "no cross-section of the cord lies fully inside the image",
-            hint="check the cord label and the field of view",
-        )
-    arc_lo, arc_hi = _mass_arc_range(crop, line)
-    comp = compression.compression_measures(sections, (arc_lo, arc_hi), resolution_mm=voxel_mm)
-    in_mass = np.nonzero(
-        sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi)
-    )[0]
-    circ_deg, sectors = compression.circumferential_extent(sections, in_mass)
     progress(0.6, "surfaces")
 
     stage("surfaces")
@@ -388,8 +370,7 @@ def compute_metrics(
     progress(0.85, "Bilsky grade")
 
     stage("bilsky")
-    v = comp.values
-    facts = _bilsky_facts(crop, contact, v, voxel_mm)
+    facts = _bilsky_facts(crop, contact, comp.result.values, voxel_mm)
     grade, reason = bilsky.grade(facts)
 
     uptake_values = {}
@@ -398,27 +379,97 @@ def compute_metrics(
         uptake_values = uptake.uptake_metrics(pet, _mask(labels_u8, [LABEL_MASS]))
     stage("done")
 
-    mass_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(masks["mass"])))
     metrics = {
-        "mass_volume_ml": surfaces.surface_volume_mm3(models["mass"]) / 1000.0,
-        "mass_voxel_volume_ml": mass_voxels * float(np.prod(spacing)) / 1000.0,
-        "mass_surface_area_mm2": surfaces.surface_area_mm2(models["mass"]),
-        "mass_craniocaudal_extent_mm": float(arc_hi - arc_lo),
-        "mass_circumferential_extent_deg": circ_deg,
-        "mass_circumferential_sectors": sectors,
-        **{k: v[k] for k in _FROM_COMPRESSION},
+        **_mass_metrics(masks["mass"], models["mass"], comp),
+        **{k: comp.result.values[k] for k in _FROM_COMPRESSION},
         "mass_cord_min_distance_mm": contact.mass_cord_gap_mm,
         "mass_cord_contact_area_mm2": contact.contact_area_mm2,
         "mass_sac_min_distance_mm": contact.mass_sac_gap_mm,
         "bilsky_grade": grade,
         "bilsky_reason": reason,
         "bilsky_facts": facts.as_dict(),
+        **_levels_and_sampling(comp, labels_u8, section_step_mm),
+    }
+    if uptake_values:
+        metrics.update({k: uptake_values[k] for k in _FROM_UPTAKE})
+    models["centerline"] = _centerline_poly(line, comp.sections)
+    progress(1.0, "done")
+    return MetricsResult(metrics, comp.sections, models, line, facts, stage.timings)
+
+
+def _structure_masks(crop: sitk.Image) -> dict[str, sitk.Image]:
+    """Binary masks of the cord, the thecal sac (cord + CSF) and the mass."""
+    return {
+        "cord": _mask(crop, [LABEL_CORD]),
+        "sac": _mask(crop, [LABEL_CORD, LABEL_CSF]),
+        "mass": _mask(crop, [LABEL_MASS]),
+    }
+
+
+@dataclass
+class _CompressionStage:
+    """The sections along the centreline and what is read from them."""
+
+    sections: compression.Sections
+    result: compression.CompressionResult
+    mass_arc_mm: tuple[float, float]  # the mass's extent along the centreline
+    circumferential_deg: float
+    sectors: list[str]
+
+
+def _measure_compression(
+    crop: sitk.Image,
+    line: Centerline,
+    full_extent: sitk.Image,
+    voxel_mm: float,
+    progress: ProgressCallback,
+    cancel: CancelCallback | None,
+) -> _CompressionStage:
+    """Sections of ``crop`` along ``line``, the compression measures and the mass's extent
+    (craniocaudal and around the sac); :class:`ComputationError` when no section is valid."""
+    sections = compression.measure_sections(
+        crop, line, full_extent=full_extent, progress=progress, cancel=cancel
+    )
+    if not sections.valid.any():
+        raise ComputationError(
+            "no cross-section of the cord lies fully inside the image",
+            hint="check the cord label and the field of view",
+        )
+    arc_lo, arc_hi = _mass_arc_range(crop, line)
+    result = compression.compression_measures(sections, (arc_lo, arc_hi), resolution_mm=voxel_mm)
+    in_mass = np.nonzero(
+        sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi)
+    )[0]
+    circ_deg, sectors = compression.circumferential_extent(sections, in_mass)
+    return _CompressionStage(sections, result, (arc_lo, arc_hi), circ_deg, sectors)
+
+
+def _mass_metrics(mass_mask: sitk.Image, mass_model, comp: _CompressionStage) -> dict:
+    """The mass's volume (surface and voxel count), surface area and extent."""
+    mass_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mass_mask)))
+    arc_lo, arc_hi = comp.mass_arc_mm
+    return {
+        "mass_volume_ml": surfaces.surface_volume_mm3(mass_model) / 1000.0,
+        "mass_voxel_volume_ml": mass_voxels * float(np.prod(mass_mask.GetSpacing())) / 1000.0,
+        "mass_surface_area_mm2": surfaces.surface_area_mm2(mass_model),
+        "mass_craniocaudal_extent_mm": float(arc_hi - arc_lo),
+        "mass_circumferential_extent_deg": comp.circumferential_deg,
+        "mass_circumferential_sectors": comp.sectors,
+    }
+
+
+def _levels_and_sampling(
+    comp: _CompressionStage, labels: sitk.Image, section_step_mm: float
+) -> dict:
+    """Where the worst and reference levels lie, the notes, and how the labels were sampled."""
+    v, sections = comp.result.values, comp.sections
+    return {
         "worst_section_lps_mm": v["worst_section_lps_mm"],
         "worst_section_arc_mm": v["worst_section_arc_mm"],
-        "mass_arc_range_mm": [float(arc_lo), float(arc_hi)],
+        "mass_arc_range_mm": [float(a) for a in comp.mass_arc_mm],
         "reference_arc_mm": v["reference_arc_mm"],
         "reference_sides": v["reference_sides"],
-        "notes": [n for n in (*comp.notes, mass_edge_note(labels_u8)) if n],
+        "notes": [n for n in (*comp.result.notes, mass_edge_note(labels)) if n],
         "sections": int(len(sections.arc_mm)),
         "valid_sections": int(sections.valid.sum()),
         "section_step_mm": float(section_step_mm),
@@ -426,23 +477,6 @@ def compute_metrics(
         "voxel_spacing_mm": [float(s) for s in labels.GetSpacing()],
         "coordinate_system": "LPS",
     }
-    if uptake_values:
-        metrics.update(
-            {
-                k: uptake_values[k]
-                for k in (
-                    "suv_max",
-                    "suv_peak",
-                    "suv_mean",
-                    "mtv_ml",
-                    "tlg",
-                    "suv_peak_centre_lps_mm",
-                )
-            }
-        )
-    models["centerline"] = _centerline_poly(line, sections)
-    progress(1.0, "done")
-    return MetricsResult(metrics, sections, models, line, facts, stage.timings)
 
 
 def _arc_at(line: Centerline, param: float) -> float:

@@ -229,12 +229,40 @@ def make_phantom(
     progress = progress or no_progress
     grade = str(grade)
     anatomy, pose_params = make_anatomy(grade, seed)
-    rng = np.random.default_rng(pose_params["noise_seed"])
+    rng = np.random.default_rng(pose_params["noise_seed"])  # MRI, then CT, then PET noise
     pose = make_pose(pose_params)
-    origin, mri_to_ct = pose.origin_lps, pose.mri_to_ct
 
-    # --- MRI: partial volume over a sub-voxel grid, labels at voxel centres -----------------
     progress(0.0, "MRI")
+    mri, labels, mr_images = _mri_images(anatomy, pose, rng, cancel)
+    progress(0.45, "CT")
+    ct_centre = np.asarray(pose.mri_to_ct.TransformPoint(tuple(float(v) for v in pose.origin_lps)))
+    ct_grid, ct_tissue, ct = _ct_image(anatomy, pose, ct_centre, rng, cancel)
+    progress(0.75, "PET")
+    pet_suv = _pet_suv_image(ct_grid, ct_tissue, ct_centre, rng)
+
+    progress(0.85, "truth")
+    truth = _truth_document(anatomy, pose, pose_params, grade, seed)
+    progress(1.0, "done")
+    return PhantomStudy(
+        grade=grade,
+        seed=seed,
+        t2=mr_images["t2"],
+        t1=mr_images["t1"],
+        ct=ct,
+        pet_suv=pet_suv,
+        labels=mri.image(labels),
+        mri_to_ct=pose.mri_to_ct,
+        truth=truth,
+        anatomy=anatomy,
+        pose=pose,
+    )
+
+
+def _mri_images(
+    anatomy: PhantomAnatomy, pose: Pose, rng: np.random.Generator, cancel: CancelCallback | None
+) -> tuple[Grid, np.ndarray, dict[str, sitk.Image]]:
+    """The MRI grid, its labels (kji array, the tissue at each voxel centre) and the T2 and T1
+    images: partial volume over a sub-voxel grid, a smooth coil shading and Rician noise."""
     mri = Grid.centred(MRI_CENTRE_LPS, **MRI_GRID)
     centre = tissue_on_grid(anatomy, mri, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)], cancel)[0]
     labels = TISSUE_TO_LABEL[centre]
@@ -256,10 +284,18 @@ def make_phantom(
         signal = mixed[..., channel] * bias[None]
         noisy = rician(signal, 0.02 * levels.max(), rng)
         images[name] = mri.image(noisy.astype(np.float32))
-    progress(0.45, "CT")
+    return mri, labels, images
 
-    # --- CT in the scanner frame -----------------------------------------------------------
-    ct_centre = np.asarray(mri_to_ct.TransformPoint(tuple(float(v) for v in origin)))
+
+def _ct_image(
+    anatomy: PhantomAnatomy,
+    pose: Pose,
+    ct_centre: np.ndarray,
+    rng: np.random.Generator,
+    cancel: CancelCallback | None,
+) -> tuple[Grid, np.ndarray, sitk.Image]:
+    """The CT grid (in the scanner frame, centred on ``ct_centre``), its tissue classes at the
+    voxel centres and the CT image (HU, int16)."""
     ct_grid = Grid.centred(ct_centre, **CT_GRID)
     ct_tissue = tissue_on_grid(anatomy, ct_grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)], cancel)[0]
     # partial volume: a CT voxel integrates its whole slab (1.5 mm slices), so sampling the
@@ -270,10 +306,14 @@ def make_phantom(
     ct_img = ct_grid.image(ct_hu.astype(np.float32))
     ct_img = sitk.SmoothingRecursiveGaussian(ct_img, 0.4)  # scanner point-spread
     ct_arr = sitk.GetArrayFromImage(ct_img) + rng.normal(0.0, 10.0, ct_tissue.shape)
-    ct = ct_grid.image(np.round(ct_arr).astype(np.int16))
-    progress(0.75, "PET")
+    return ct_grid, ct_tissue, ct_grid.image(np.round(ct_arr).astype(np.int16))
 
-    # --- PET: tissue SUVs on the CT grid, 6 mm FWHM blur, onto the PET grid -------------------
+
+def _pet_suv_image(
+    ct_grid: Grid, ct_tissue: np.ndarray, ct_centre: np.ndarray, rng: np.random.Generator
+) -> sitk.Image:
+    """PET (SUV): the tissue SUVs on the CT grid, a 6 mm FWHM blur, resampled onto the PET
+    grid, with 4 % multiplicative noise."""
     suv_fine = ct_grid.image(SUV_LEVELS[ct_tissue].astype(np.float32))
     suv_fine = sitk.SmoothingRecursiveGaussian(suv_fine, 6.0 / (2 * math.sqrt(2 * math.log(2))))
     pet_grid = Grid.centred(ct_centre, **PET_GRID)
@@ -286,24 +326,7 @@ def make_phantom(
     )
     pet_arr = sitk.GetArrayFromImage(pet).astype(np.float64)
     pet_arr = np.clip(pet_arr * (1 + rng.normal(0, 0.04, pet_arr.shape)), 0.0, None)
-    pet_suv = pet_grid.image(pet_arr.astype(np.float64))
-
-    progress(0.85, "truth")
-    truth = _truth_document(anatomy, pose, pose_params, grade, seed)
-    progress(1.0, "done")
-    return PhantomStudy(
-        grade=grade,
-        seed=seed,
-        t2=images["t2"],
-        t1=images["t1"],
-        ct=ct,
-        pet_suv=pet_suv,
-        labels=mri.image(labels),
-        mri_to_ct=mri_to_ct,
-        truth=truth,
-        anatomy=anatomy,
-        pose=pose,
-    )
+    return pet_grid.image(pet_arr.astype(np.float64))
 
 
 def _truth_document(
