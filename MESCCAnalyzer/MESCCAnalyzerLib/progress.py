@@ -18,11 +18,6 @@ def no_progress(fraction: float, message: str) -> None:  # noqa: ARG001 - the pr
     """A progress callback that ignores its reports."""
 
 
-def never_cancel() -> bool:
-    """A cancel callback that never asks to stop."""
-    return False
-
-
 def check(cancel: CancelCallback | None) -> None:
     """Raise :class:`Cancelled` if ``cancel`` says so."""
     if cancel is not None and cancel():

@@ -298,11 +298,6 @@ def _parse_nifti_header(raw: bytes) -> _NiftiHeader | None:
     return None
 
 
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    parsed = _parse_nifti_header(header)
-    return parsed.expected_bytes if parsed is not None else None
-
-
 def _read_nifti_header(path: Path) -> _NiftiHeader | None:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:

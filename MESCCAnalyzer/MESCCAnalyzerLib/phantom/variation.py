@@ -42,8 +42,6 @@ from .anatomy import (
 )
 from .imaging import MRI_CENTRE_LPS, Grid, make_pose, partial_volume_mean, rician, tissue_on_grid
 
-SHAPES = ("round", "lobulated", "circumferential", "posterolateral")
-
 # tissue levels of the phantom (TISSUE order) for T2, T1 and PET (SUV)
 _LEVELS = np.stack([T2_LEVELS, T1_LEVELS, SUV_LEVELS], axis=1)
 
