@@ -17,10 +17,13 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from perturbations import contrast_changed, moved_copy, random_rigid
 
+from MESCCAnalyzerLib import geometry
 from MESCCAnalyzerLib import registration as reg
 from MESCCAnalyzerLib.errors import Cancelled, ComputationError, InputError
 from MESCCAnalyzerLib.phantom import make_phantom
+from MESCCAnalyzerLib.registration.pyramid import smooth
 
 N_PERTURBATIONS = 20
 
@@ -54,16 +57,16 @@ def phantom_label_points(a_phantom):
 
 def threshold_mm(fixed: sitk.Image, moving: sitk.Image) -> float:
     """The issue's bound: below 1 mm and below half a voxel of the coarser image."""
-    return min(1.0, 0.5 * max(reg.voxel_size_mm(fixed), reg.voxel_size_mm(moving)))
+    return min(1.0, 0.5 * max(geometry.voxel_size_mm(fixed), geometry.voxel_size_mm(moving)))
 
 
 def run_perturbations(fixed, source, points, *, seed, spacing_mm=None):
     rng = np.random.default_rng(seed)
-    centre = reg.index_to_lps(fixed, (np.array(fixed.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(fixed, (np.array(fixed.GetSize())[None, :] - 1) / 2.0)[0]
     tres, bounds = [], []
     for _ in range(N_PERTURBATIONS):
-        truth = reg.random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
-        moving = reg.moved_copy(source, truth, spacing_mm=spacing_mm, pad_mm=5.0)
+        truth = random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
+        moving = moved_copy(source, truth, spacing_mm=spacing_mm, pad_mm=5.0)
         result = reg.register(fixed, moving)
         tres.append(reg.tre_mm(result.transform, truth, points))
         bounds.append(threshold_mm(fixed, moving))
@@ -87,7 +90,7 @@ def test_twenty_random_perturbations_of_a_contrast_changed_copy_register_within_
     # Inverted non-linear contrast, noise, and 1.3 mm voxels on the moving side.
     tres, bounds = run_perturbations(
         t2,
-        reg.contrast_changed(t2, seed=2),
+        contrast_changed(t2, seed=2),
         t2_foreground_points,
         seed=3,
         spacing_mm=(1.3, 1.3, 1.3),
@@ -104,12 +107,12 @@ def test_a_smaller_fixed_field_of_view_still_registers(t2, t2_foreground_points)
     # geometric centres of the two images differ by ~10 mm (the trap seen on real pairs).
     fixed = t2[:, :, 20:]
     points = reg.mask_points_lps(sitk.Cast(fixed > 50, sitk.sitkUInt8))
-    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
-    truth = reg.random_rigid(
+    centre = geometry.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    truth = random_rigid(
         np.random.default_rng(11), max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre
     )
-    moving = reg.moved_copy(
-        reg.contrast_changed(t2, seed=4), truth, spacing_mm=(1.3, 1.3, 1.3), pad_mm=20.0
+    moving = moved_copy(
+        contrast_changed(t2, seed=4), truth, spacing_mm=(1.3, 1.3, 1.3), pad_mm=20.0
     )
     result = reg.register(fixed, moving)
     assert reg.tre_mm(result.transform, truth, points) < threshold_mm(fixed, moving)
@@ -165,7 +168,7 @@ def test_the_result_maps_an_mri_point_to_the_same_anatomy_in_the_ct(
 
 def test_a_ct_shifted_10_mm_to_the_left_gives_a_transform_adding_10_mm_in_x(t2):
     truth = sitk.TranslationTransform(3, (10.0, 0.0, 0.0))
-    moving = reg.moved_copy(reg.contrast_changed(t2, seed=5), truth)
+    moving = moved_copy(contrast_changed(t2, seed=5), truth)
     result = reg.register(t2, moving, init="geometry")
     p = np.array([[0.0, 0.0, 0.0], [20.0, -10.0, 5.0]])
     # 0.2 mm: the contrast-changed same-grid case registers to ~0.1 mm.
@@ -175,7 +178,7 @@ def test_a_ct_shifted_10_mm_to_the_left_gives_a_transform_adding_10_mm_in_x(t2):
     # Resampling the moving image through the result brings it back onto the T2.
     back = reg.resample_onto(moving, t2, result.transform)
     a = sitk.GetArrayFromImage(back)[5:-5, 5:-5, 5:-5].ravel()
-    b = sitk.GetArrayFromImage(reg.contrast_changed(t2, seed=5))[5:-5, 5:-5, 5:-5].ravel()
+    b = sitk.GetArrayFromImage(contrast_changed(t2, seed=5))[5:-5, 5:-5, 5:-5].ravel()
     # Same contrast-changed volume up to interpolation: correlation close to 1 (0.99 needs < 0.3 mm).
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
@@ -209,9 +212,9 @@ def test_resampling_a_labelmap_keeps_its_labels_exactly(a_phantom):
 
 
 def test_landmarks_initialise_frames_that_start_150_mm_apart(t2, t2_foreground_points):
-    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     truth = sitk.Euler3DTransform(tuple(map(float, centre)), 0.3, -0.2, 0.4, (150.0, -40.0, 60.0))
-    moving = reg.moved_copy(reg.contrast_changed(t2, seed=6), truth, spacing_mm=(1.3, 1.3, 1.3))
+    moving = moved_copy(contrast_changed(t2, seed=6), truth, spacing_mm=(1.3, 1.3, 1.3))
     # With the scanners' frames as they are, the images do not overlap: a clear error.
     with pytest.raises(ComputationError, match="overlap"):
         reg.register(t2, moving, init="geometry")
@@ -307,7 +310,7 @@ def hard_perturbations(t2):
     """The turn by 9.9 deg and shift by 5.9 mm that stopped on the 100-iteration cap (issue 18,
     reconstructed: refused before the translation search), then 7 random starts at the limits
     of the benchmark (10 deg about a random axis, 15 mm in a random direction)."""
-    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     rng = np.random.default_rng(1812)
     cases = [((0.2563, -0.8409, -0.4767), 9.9, (5.838, 0.773, -0.353))]
     for _ in range(7):
@@ -329,7 +332,7 @@ def test_hard_random_starts_of_the_real_t1_register_to_the_t2_within_1_mm(
     foreground_ref, cord_ref = t1_on_t2_reference
     for perturbation in hard_perturbations(t2):
         # the real T1 moved on its own grid: M(P(y)) = T1(y), so the truth is P after the reference
-        moving = reg.moved_copy(t1, perturbation)
+        moving = moved_copy(t1, perturbation)
         result = reg.register(t2, moving)
         error_mm = np.linalg.norm(
             reg.transform_points(result.transform, t2_foreground_points)
@@ -366,7 +369,7 @@ def test_the_search_finds_a_pure_translation_far_outside_the_first_step(t2, t2_f
     # 20 mm along the cord (more than a vertebra) with the frames' own start: the translation
     # search, not the optimiser's 4 mm steps, has to bring the start into the right basin.
     truth = sitk.TranslationTransform(3, (0.0, 0.0, 20.0))
-    moving = reg.moved_copy(reg.contrast_changed(t2, seed=19), truth, pad_mm=5.0)
+    moving = moved_copy(contrast_changed(t2, seed=19), truth, pad_mm=5.0)
     result = reg.register(t2, moving, init="geometry")
     assert reg.tre_mm(result.transform, truth, t2_foreground_points) < 0.5  # half a 1 mm voxel
 
@@ -402,7 +405,7 @@ def test_sample_linear_agrees_with_itk_linear_interpolation_on_an_oblique_grid()
     image.SetOrigin((-12.0, 30.0, 5.0))
     rotation = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.3, -0.2, 0.5)
     image.SetDirection(rotation.GetMatrix())
-    low, high = reg.bounds_lps(image)
+    low, high = geometry.bounds_lps(image)
     points = rng.uniform(low - 3.0, high + 3.0, (2000, 3))
     ours = reg.sample_linear(image, points)
     inside = np.isfinite(ours)
@@ -423,7 +426,7 @@ def test_smoothing_leaves_out_axes_coarser_than_two_and_a_half_sigma():
     impulse[3, 7, 7] = 1000.0
     image = sitk.GetImageFromArray(impulse)
     image.SetSpacing((0.5, 0.5, 2.0))
-    smoothed = sitk.GetArrayFromImage(reg._smooth(image, 0.5, 0.4))
+    smoothed = sitk.GetArrayFromImage(smooth(image, 0.5, 0.4))
     assert np.all(smoothed[[2, 4]] == 0.0)  # slices above and below untouched
     assert smoothed[3].sum() == pytest.approx(1000.0, rel=1e-3)  # mass kept in the slice
     # in plane a Gaussian of one voxel's sigma: neighbours at exp(-d^2 / 2) of the centre
@@ -432,7 +435,7 @@ def test_smoothing_leaves_out_axes_coarser_than_two_and_a_half_sigma():
     # every axis at least 2.5 sigma fine: the same as SimpleITK's recursive Gaussian
     image.SetSpacing((0.5, 0.5, 0.5))
     np.testing.assert_allclose(
-        sitk.GetArrayFromImage(reg._smooth(image, 0.5, 0.4)),
+        sitk.GetArrayFromImage(smooth(image, 0.5, 0.4)),
         sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, 0.5)),
         atol=1e-3,
     )
@@ -547,9 +550,7 @@ def test_mescc_register_refuses_an_empty_mask(t2, tmp_path, capsys):
 
 
 def test_mescc_register_refuses_images_that_do_not_overlap(t2, tmp_path, capsys):
-    far = reg.moved_copy(
-        reg.contrast_changed(t2, seed=12), sitk.TranslationTransform(3, (300.0, 0.0, 0.0))
-    )
+    far = moved_copy(contrast_changed(t2, seed=12), sitk.TranslationTransform(3, (300.0, 0.0, 0.0)))
     sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
     sitk.WriteImage(far, str(tmp_path / "far.nii.gz"))
     rc = run_cli(
@@ -571,11 +572,11 @@ def test_mescc_register_refuses_images_that_do_not_overlap(t2, tmp_path, capsys)
 def test_mescc_register_accepts_landmarks_from_a_slicer_file(t2, t2_foreground_points, tmp_path):
     from MESCCAnalyzerLib.io.markups import write_markups_points
 
-    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     truth = sitk.Euler3DTransform(tuple(map(float, centre)), -0.2, 0.3, 0.1, (200.0, 50.0, -80.0))
     sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
     sitk.WriteImage(
-        reg.moved_copy(reg.contrast_changed(t2, seed=13), truth), str(tmp_path / "moved.nii.gz")
+        moved_copy(contrast_changed(t2, seed=13), truth), str(tmp_path / "moved.nii.gz")
     )
     fixed_pts = t2_foreground_points[[0, 5000, 10000, 15000]]
     moving_pts = reg.transform_points(truth, fixed_pts)

@@ -50,7 +50,11 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
+sys.path.insert(0, str(ROOT / "Testing"))
 
+from perturbations import contrast_changed, moved_copy, random_rigid  # noqa: E402
+
+from MESCCAnalyzerLib import geometry  # noqa: E402
 from MESCCAnalyzerLib import registration as reg  # noqa: E402
 from MESCCAnalyzerLib.errors import ComputationError  # noqa: E402
 
@@ -113,7 +117,7 @@ def make_pair(name: str, reference_seeds: int) -> Pair:
     t2, t1 = _read("t2"), _read("t1w")
     if name == "t2-contrast":
         fg, cord = _points(t2, _read("t2_seg-manual"))
-        return Pair(name, t2, reg.contrast_changed(t2, 2), fg, cord, fg, cord, (1.3, 1.3, 1.3), 5.0)
+        return Pair(name, t2, contrast_changed(t2, 2), fg, cord, fg, cord, (1.3, 1.3, 1.3), 5.0)
     fixed, moving, cord_mask = (
         (t2, t1, _read("t2_seg-manual")) if name == "t1-t2" else (t1, t2, _read("t1w_seg-manual"))
     )
@@ -125,20 +129,16 @@ def make_pair(name: str, reference_seeds: int) -> Pair:
 def perturbations(fixed: sitk.Image, n: int, seed: int) -> list[sitk.Euler3DTransform]:
     """``n`` random rigid transforms about the fixed image's centre (angle <= 10 deg, shift <= 15 mm)."""
     rng = np.random.default_rng(seed)
-    centre = reg.index_to_lps(fixed, (np.array(fixed.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(fixed, (np.array(fixed.GetSize())[None, :] - 1) / 2.0)[0]
     return [
-        reg.random_rigid(
-            rng, max_angle_deg=MAX_ANGLE_DEG, max_shift_mm=MAX_SHIFT_MM, center_lps=centre
-        )
+        random_rigid(rng, max_angle_deg=MAX_ANGLE_DEG, max_shift_mm=MAX_SHIFT_MM, center_lps=centre)
         for _ in range(n)
     ]
 
 
 def run_one(pair: Pair, perturbation: sitk.Transform, settings=None) -> dict:
     """Register the perturbed moving image; the outcome and errors (mm) of one start."""
-    moving = reg.moved_copy(
-        pair.source, perturbation, spacing_mm=pair.spacing_mm, pad_mm=pair.pad_mm
-    )
+    moving = moved_copy(pair.source, perturbation, spacing_mm=pair.spacing_mm, pad_mm=pair.pad_mm)
     angle = reg.rotation_angle_deg(reg.affine_4x4_lps(perturbation)[:3, :3])
     shift = float(np.linalg.norm(np.array(perturbation.GetTranslation())))
     t0 = time.perf_counter()

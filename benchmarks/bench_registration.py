@@ -35,7 +35,11 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
+sys.path.insert(0, str(ROOT / "Testing"))
 
+from perturbations import contrast_changed, moved_copy, random_rigid  # noqa: E402
+
+from MESCCAnalyzerLib import geometry  # noqa: E402
 from MESCCAnalyzerLib import registration as reg  # noqa: E402
 from MESCCAnalyzerLib.phantom import make_phantom  # noqa: E402
 
@@ -70,7 +74,7 @@ class Elastix:
         out = self.itk.image_from_array(arr)
         out.SetOrigin(image.GetOrigin())
         out.SetSpacing(image.GetSpacing())
-        out.SetDirection(self.itk.matrix_from_array(np.array(image.GetDirection()).reshape(3, 3)))
+        out.SetDirection(self.itk.matrix_from_array(geometry.direction_matrix(image)))
         return out
 
     def register(
@@ -102,12 +106,12 @@ class Elastix:
 def t2_cases(n: int, contrast: bool):
     t2 = sitk.ReadImage(str(DATA / "sct_errsm30" / "t2.nii.gz"))
     points = reg.mask_points_lps(sitk.Cast(t2 > 50, sitk.sitkUInt8))
-    centre = reg.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
+    centre = geometry.index_to_lps(t2, (np.array(t2.GetSize())[None, :] - 1) / 2.0)[0]
     rng = np.random.default_rng(3 if contrast else 1)
-    source = reg.contrast_changed(t2, 2) if contrast else t2
+    source = contrast_changed(t2, 2) if contrast else t2
     for i in range(n):
-        truth = reg.random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
-        moving = reg.moved_copy(
+        truth = random_rigid(rng, max_angle_deg=10.0, max_shift_mm=15.0, center_lps=centre)
+        moving = moved_copy(
             source, truth, spacing_mm=(1.3, 1.3, 1.3) if contrast else None, pad_mm=5.0
         )
         yield f"{i}", t2, moving, truth, points
@@ -127,7 +131,7 @@ def regrid(image: sitk.Image, size) -> sitk.Image:
     ref = sitk.Image([int(s) for s in size], sitk.sitkInt16)
     ref.SetSpacing(tuple(spacing))
     ref.SetDirection(image.GetDirection())
-    direction = np.array(image.GetDirection()).reshape(3, 3)
+    direction = geometry.direction_matrix(image)
     ref.SetOrigin(
         tuple(
             np.array(image.GetOrigin())
@@ -150,7 +154,7 @@ def typical_case():
 
 
 def bound_mm(fixed, moving) -> float:
-    return min(1.0, 0.5 * max(reg.voxel_size_mm(fixed), reg.voxel_size_mm(moving)))
+    return min(1.0, 0.5 * max(geometry.voxel_size_mm(fixed), geometry.voxel_size_mm(moving)))
 
 
 def run_case(name, cases, elastix, rows, verbose, settings=None):

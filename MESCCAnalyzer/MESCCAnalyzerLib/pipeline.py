@@ -21,14 +21,16 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from .errors import InputError
+from .geometry import bounds_lps
 from .io.segfile import write_seg_nrrd
 from .io.study import Volume, load_image, load_volume
 from .measure import metrics as metrics_mod
-from .measure.metrics import MetricsResult, write_metrics
+from .measure.levels import check_grid, parse_anchor
+from .measure.metrics import LevelSource, MetricsResult, write_metrics
 from .outputs import atomic_dir, write_json
 from .pet.suv import SUVInfo, pet_to_suv
 from .progress import CancelCallback, ProgressCallback, check
-from .registration import RegistrationResult, bounds_lps, register, resample_onto
+from .registration import RegistrationResult, register, resample_onto
 from .report import ReportInputs, write_report
 from .segmentation.grow import SeedGrower, check_inputs, load_seeds
 
@@ -47,13 +49,23 @@ class AnalysisRequest:
     ct: Path | None = None
     pet: Path | None = None  # PET DICOM series (folder or file), converted to SUVbw
     registration_mask: Path | None = None
+    vertebrae: Path | None = None  # VerSe vertebra labelmap on the MRI grid (names the levels)
+    level_anchor: str | None = None  # "T6@X,Y,Z" (LPS mm): one named vertebral body
     deformable: bool = False
     smoothing_mm: float = 0.0
 
     def inputs(self) -> list[Path]:
         return [
             p
-            for p in (self.mri, self.seeds, self.t1, self.ct, self.pet, self.registration_mask)
+            for p in (
+                self.mri,
+                self.seeds,
+                self.t1,
+                self.ct,
+                self.pet,
+                self.registration_mask,
+                self.vertebrae,
+            )
             if p
         ]
 
@@ -73,6 +85,7 @@ class LoadedStudy:
     pet_suv: sitk.Image | None = None  # SUVbw on the PET's own grid
     suv_info: SUVInfo | None = None
     registration_mask: sitk.Image | None = None
+    levels: LevelSource | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,8 +95,15 @@ def _modality_of(path: Path, modality: str) -> str | None:
 
 def load_study(request: AnalysisRequest) -> LoadedStudy:
     """Read every input of ``request`` (the PET converted to SUVbw); nothing is computed yet."""
+    anchor = parse_anchor(request.level_anchor) if request.level_anchor else None
     mri = load_volume(request.mri, modality=_modality_of(request.mri, "MR"))
     study = LoadedStudy(mri=mri, seeds=load_seeds(request.seeds, mri.image))
+    if request.vertebrae:
+        vertebrae = load_image(request.vertebrae)
+        check_grid(vertebrae, mri.image, request.vertebrae)
+        study.levels = LevelSource(vertebrae=vertebrae, vertebrae_path=request.vertebrae)
+    elif anchor is not None:
+        study.levels = LevelSource(anchor=anchor)
     if request.t1:
         t1 = load_image(request.t1, modality=_modality_of(request.t1, "MR"))
         # Same session as the T2: the scanner frame is shared, only the grid differs.
@@ -210,11 +230,15 @@ def measure(
     labels: sitk.Image,
     pet_on_mri: sitk.Image | None = None,
     *,
+    levels: LevelSource | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> MetricsResult:
-    """Compression metrics, Bilsky grade, PET uptake and surface models of ``labels``."""
-    return metrics_mod.compute_metrics(labels, pet_on_mri, progress=progress, cancel=cancel)
+    """Compression metrics, Bilsky grade, PET uptake, surface models and vertebral levels of
+    ``labels`` (``levels`` names them; unnamed numbering without it)."""
+    return metrics_mod.compute_metrics(
+        labels, pet_on_mri, levels=levels, progress=progress, cancel=cancel
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,7 +349,7 @@ def run_analysis(
         cancel=cancel,
     )
     begin("metrics")
-    result = measure(labels, pet_on_mri, cancel=cancel)
+    result = measure(labels, pet_on_mri, levels=study.levels, cancel=cancel)
     notes += list(result.metrics.get("notes", []) or [])
     begin(None)
     return AnalysisResult(

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
+from ..geometry import index_to_lps_matrix as index_to_lps_matrix  # re-exported
 from ..outputs import atomic_path
 
 SMOOTHING_ITERATIONS = 20
@@ -36,15 +37,6 @@ def enable_threads() -> None:
     if not _SMP_READY:
         vtk.vtkSMPTools.SetBackend("STDThread")
         _SMP_READY = True
-
-
-def index_to_lps_matrix(image: sitk.Image) -> np.ndarray:
-    """4 x 4 matrix taking continuous indices (i, j, k, 1) to LPS millimetres."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    m = np.eye(4)
-    m[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[None, :]
-    m[:3, 3] = image.GetOrigin()
-    return m
 
 
 def _vtk_image(mask_kji: np.ndarray, spacing) -> vtk.vtkImageData:
