@@ -80,6 +80,10 @@ def test_report_is_self_contained_and_states_the_grade(a_demo):
     assert text.count("data:image/png;base64,") >= 2  # slice views and profile, at least
     assert "http://" not in text and "https://" not in text  # nothing fetched when opened
     assert "MESCC-PHANTOM-3-2" in text  # the patient ID, read from the PET DICOM series
+    # the levels (numbered from the top: the demo has no vertebra labelmap), the mass's flagged
+    assert "id=levels" in text and "numbered from the top" in text and "class=flagged" in text
+    header = (a_demo / "analysis" / "sections.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.endswith(",level")
 
 
 def test_scene_bundle_opens_with_everything_in_it(a_demo):

@@ -134,3 +134,80 @@ def test_a_compressed_cord_without_its_mass_label_is_flagged_at_its_level(grade)
 def test_an_undeformed_cord_is_not_flagged(grade):
     rows, _ = _without_mass(grade)
     assert not any(r["flagged"] for r in rows)
+
+
+# --- in the analysis: a whole-spine phantom with masses at T4 (grade 2), T6 (0), T8 (3) ------
+@pytest.fixture(scope="module")
+def a_measured_spine(tmp_path_factory):
+    from MESCCAnalyzerLib.measure.metrics import LevelSource, compute_metrics
+    from MESCCAnalyzerLib.phantom.spine import SpineGrids, make_spine_phantom
+
+    study = make_spine_phantom(
+        ("T3", "T9"), (("T4", "2"), ("T6", "0"), ("T8", "3")), seed=1,
+        grids=SpineGrids(mri_spacing_mm=(1.0, 1.0, 3.0), ct_spacing_mm=(1.2, 1.2, 1.5)),
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("spine")
+    for name in ("labels", "vertebrae"):
+        sitk.WriteImage(getattr(study, name), str(folder / f"{name}.nii.gz"))
+    named = compute_metrics(study.labels, levels=LevelSource(vertebrae=study.vertebrae))
+    return study, named, folder
+
+
+def test_the_analysis_names_every_level_and_flags_the_compressed_ones(a_measured_spine):
+    study, result, _ = a_measured_spine
+    m = result.metrics
+    truth_levels = [lvl["name"] for lvl in study.truth["levels"]]
+    names = [row["level"] for row in m["levels"]]
+    assert m["levels_named"] and m["level_source"] == "vertebrae"
+    assert names == [n for n in truth_levels if n in names] and {"T4", "T6", "T8"} <= set(names)
+    flagged = {row["level"] for row in m["levels"] if row["flagged"]}
+    # grade 2 at T4 and grade 3 at T8 deform the cord; the grade-0 mass at T6 does not
+    assert {"T4", "T8"} <= flagged and "T6" not in flagged
+    assert m["worst_section_level"] == "T8"  # the grade-3 lesion
+    assert set(result.section_levels) - {""} <= set(names)
+    assert result.sections_csv().splitlines()[0].endswith(",level")
+
+
+def test_levels_counted_from_an_anchor_match_the_verse_labelmap(a_measured_spine):
+    from MESCCAnalyzerLib.measure.metrics import LevelSource, compute_metrics
+
+    study, named, _ = a_measured_spine
+    body = [v for v in study.truth["levels"] if v["name"] == "T6"][0]
+    anchor = np.array(body["body_centre_lps_mm"])
+    counted = compute_metrics(study.labels, levels=LevelSource(anchor=("T6", anchor))).metrics
+    assert counted["level_source"] == "anchor"
+    by_name = {row["level"]: row["arc_range_mm"] for row in named.metrics["levels"]}
+    for row in counted["levels"]:
+        if row["level"] in by_name:  # the same bodies, the boundaries within a disc's height
+            assert np.allclose(row["arc_range_mm"], by_name[row["level"]], atol=9.0)
+    assert counted["worst_section_level"] == "T8"
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--level-anchor", "T13@0,0,0"], "unknown vertebral level"),
+        (["--level-anchor", "T6@0,0"], "NAME@X,Y,Z"),
+        (["--level-anchor", "T6@0,200,0"], "not in a vertebral body"),
+        (["--vertebrae", "{coarse}"], "another grid"),
+    ],
+)
+def test_bad_level_options_get_one_line_and_nothing_is_written(
+    a_measured_spine, tmp_path, capsys, args, phrase
+):
+    from MESCCAnalyzerLib.cli import main
+
+    _, _, folder = a_measured_spine
+    vertebrae = sitk.ReadImage(str(folder / "vertebrae.nii.gz"))
+    coarse = sitk.Resample(vertebrae, [s // 2 for s in vertebrae.GetSize()], sitk.Transform(),
+                           sitk.sitkNearestNeighbor, vertebrae.GetOrigin(),
+                           [2 * s for s in vertebrae.GetSpacing()], vertebrae.GetDirection())  # fmt: skip
+    sitk.WriteImage(coarse, str(tmp_path / "coarse.nii.gz"))
+    args = [a.format(coarse=tmp_path / "coarse.nii.gz") for a in args]
+    out = tmp_path / "m"
+    code = main(
+        ["-q", "metrics", "--labels", str(folder / "labels.nii.gz"), "--out", str(out), *args]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and phrase in err
+    assert not out.exists()

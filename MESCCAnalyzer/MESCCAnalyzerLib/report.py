@@ -282,6 +282,37 @@ def _fmt(value, unit: str) -> str:
     return html.escape(str(value))
 
 
+def levels_table_html(metrics: dict) -> str:
+    """The per-level table: each level crossed by the cord, its minima and its flag."""
+    rows = metrics.get("levels") or []
+    if not rows:
+        return ""
+
+    def number(value, digits=1):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    body = "".join(
+        f"<tr{' class=flagged' if r['flagged'] else ''}><td>{html.escape(r['level'])}</td>"
+        f"<td class=num>{number(r['cord_min_csa_mm2'])}</td>"
+        f"<td class=num>{number(r['cord_ap_min_mm'])}</td>"
+        f"<td class=num>{number(r['canal_min_area_mm2'])}</td>"
+        f"<td>{'mass' if r['lesion_ids'] else ''}</td>"
+        f"<td>{html.escape(r['flag_reason']) if r['flagged'] else ''}</td></tr>"
+        for r in rows
+    )
+    unnamed = (
+        ""
+        if metrics.get("levels_named", True)
+        else "<p class=meta>Levels numbered from the top of the image (no vertebra labelmap "
+        "or level anchor was given): the numbers are not vertebra names.</p>"
+    )
+    return (
+        "<h2>Levels</h2>" + unnamed + "<table id=levels><tr><th>level</th>"
+        "<th>cord CSA, min (mm²)</th><th>cord AP, min (mm)</th><th>canal area, min (mm²)</th>"
+        f"<th>lesion</th><th>narrowing against its neighbours</th></tr>{body}</table>"
+    )
+
+
 def build_report_html(inputs: ReportInputs) -> str:
     """The report as one self-contained HTML document."""
     m = inputs.metrics
@@ -317,6 +348,9 @@ def build_report_html(inputs: ReportInputs) -> str:
     )
     worst = m.get("worst_section_lps_mm")
     worst_txt = ", ".join(f"{v:.1f}" for v in worst) if worst else "–"
+    if m.get("worst_section_level"):
+        worst_txt += f" (level {html.escape(str(m['worst_section_level']))})"
+    levels = levels_table_html(m)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>MESCC report – Bilsky {html.escape(str(m.get("bilsky_grade", "?")))}</title>
@@ -327,7 +361,7 @@ h1 {{ margin-bottom: 0.2em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bott
 .reason {{ background: #fff6e6; border-left: 4px solid #e8a33d; padding: 0.6em 1em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }} td.def {{ color: #555; font-size: 0.9em; }}
-img {{ max-width: 100%; }} .meta {{ color: #666; font-size: 0.9em; }} code {{ font-size: 0.85em; color: #666; }}
+tr.flagged td {{ background: #fde8e8; }} img {{ max-width: 100%; }} .meta {{ color: #666; font-size: 0.9em; }} code {{ font-size: 0.85em; color: #666; }}
 </style></head><body>
 <h1>Metastatic epidural spinal cord compression</h1>
 <p class=meta>MESCC Analyzer {__version__} · generated {_dt.datetime.now().strftime("%Y-%m-%d %H:%M")} · research software, not a medical device</p>
@@ -338,6 +372,7 @@ img {{ max-width: 100%; }} .meta {{ color: #666; font-size: 0.9em; }} code {{ fo
 <p>Worst section (LPS, mm): {worst_txt}</p>
 <h2>Metrics</h2>
 <table id=metrics><tr><th>measure</th><th>value</th><th>unit</th><th>definition</th><th>key</th></tr>{"".join(rows)}</table>
+{levels}
 <h2>Images through the worst section</h2>
 <img alt="sagittal and axial views" src="data:image/png;base64,{views}">
 <h2>Cord along its centreline</h2>

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from ..errors import InputError, MESCCError
 from ..measure import metrics as metrics_lib
+from ..measure.levels import check_grid, parse_anchor
 from ..outputs import atomic_dir, check_output_dir, guard_outputs
 from .args import positive_float
+from .level_args import add_level_arguments
 
 HELP = "3D cord compression metrics (MSCC, MCC, CSA, ...), Bilsky grade and surface models"
 DESCRIPTION = (
@@ -36,6 +38,7 @@ def add_arguments(parser) -> None:
         default=1.0,
         help="distance between cross-sections along the centreline (default 1 mm)",
     )
+    add_level_arguments(parser)
 
 
 def _load(path: Path, what: str):
@@ -54,12 +57,14 @@ def _load(path: Path, what: str):
 def run(args, term) -> int:
     labels_path = Path(args.labels)
     pet_path = Path(args.pet) if args.pet else None
+    vertebrae_path = Path(args.vertebrae) if args.vertebrae else None
     out = Path(args.out)
     guard_outputs(
         [out, out / "metrics.json", out / "sections.csv", out / "models"],
-        [p for p in (labels_path, pet_path) if p],
+        [p for p in (labels_path, pet_path, vertebrae_path) if p],
     )
     check_output_dir(out)
+    anchor = parse_anchor(args.level_anchor) if args.level_anchor else None
 
     term.stage("load")
     labels = _load(labels_path, "labelmap")
@@ -68,10 +73,18 @@ def run(args, term) -> int:
     metrics_lib.validate_labels(labels, path=labels_path)
     if pet is not None:
         metrics_lib.validate_labels(labels, path=labels_path, pet=pet, pet_path=pet_path)
+    levels = None
+    if vertebrae_path is not None:
+        vertebrae = _load(vertebrae_path, "vertebra labelmap")
+        check_grid(vertebrae, labels, vertebrae_path)
+        levels = metrics_lib.LevelSource(vertebrae=vertebrae, vertebrae_path=vertebrae_path)
+    elif anchor is not None:
+        levels = metrics_lib.LevelSource(anchor=anchor)
 
     result = metrics_lib.compute_metrics(
         labels,
         pet,
+        levels=levels,
         section_step_mm=args.step_mm,
         progress=term.progress,
         cancel=term.cancel,
@@ -87,6 +100,10 @@ def run(args, term) -> int:
         f"MSCC {m['mscc_percent']:.1f} %, MCC {m['mcc_percent']:.1f} %, cord CSA {m['cord_min_csa_mm2']:.1f} / "
         f"{m['cord_reference_csa_mm2']:.1f} mm2 (ratio {m['cord_csa_ratio']:.2f}), canal compromise "
         f"{m['canal_compromise_percent']:.1f} %, mass {m['mass_volume_ml']:.2f} ml"
+    )
+    named = "" if m["levels_named"] else " (levels numbered from the top: unnamed)"
+    print(
+        f"worst section at {m['worst_section_level']}, mass at {', '.join(m['mass_levels'])}{named}"
     )
     for note in m.get("notes", []):
         print(f"note: {note}")

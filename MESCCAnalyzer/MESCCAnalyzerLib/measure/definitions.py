@@ -376,7 +376,40 @@ METRICS: tuple[Metric, ...] = (
         "",
         "which reference sides were used (`above`, `below`)",
     ),
-    Metric("notes", "Notes", "", "e.g. one-sided reference"),
+    Metric(
+        "worst_section_level",
+        "Worst section, level",
+        "",
+        "the vertebral level of the worst section (docs/methods.md, Vertebral levels)",
+    ),
+    Metric(
+        "mass_levels",
+        "Mass levels",
+        "",
+        "the vertebral levels the mass's cranio-caudal range reaches, cranial first",
+    ),
+    Metric(
+        "levels",
+        "Levels",
+        "",
+        "one row per level crossed by the cord: arc range, cord minimum area and AP diameter, "
+        "canal minimum area, narrowing flag with its reason, lesions reaching it",
+        SCT + " (sct_compute_compression: ratio against windows above and below)",
+    ),
+    Metric(
+        "levels_named",
+        "Levels named",
+        "",
+        "true when the levels carry vertebra names (VerSe labelmap or anchor), false when "
+        "they are numbered from the top of the image",
+    ),
+    Metric(
+        "level_source",
+        "Level source",
+        "",
+        '"vertebrae" (VerSe labelmap), "anchor" (one named point) or "unnamed"',
+    ),
+    Metric("notes", "Notes", "", "e.g. one-sided reference, a narrowing away from the mass"),
     Metric("sections", "Sections", "", "number of cross-sections along the centreline"),
     Metric(
         "valid_sections",

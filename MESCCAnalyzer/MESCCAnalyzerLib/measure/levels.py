@@ -145,7 +145,7 @@ def _intervals(centres: np.ndarray, extents: list[tuple[float, float]]):
     return order, bounds_lo, bounds_hi
 
 
-def _check_grid(image: sitk.Image, reference: sitk.Image, path) -> None:
+def check_grid(image: sitk.Image, reference: sitk.Image, path) -> None:
     same = (
         image.GetSize() == reference.GetSize()
         and np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
@@ -165,7 +165,7 @@ def levels_from_vertebrae(
 ) -> LevelMap:
     """Levels from a VerSe vertebra labelmap on the labels' grid (``reference``)."""
     if reference is not None:
-        _check_grid(vertebrae, reference, path)
+        check_grid(vertebrae, reference, path)
     arr = sitk.GetArrayViewFromImage(vertebrae)
     present = [int(v) for v in np.unique(arr) if v > 0]
     unknown = [v for v in present if v > SACRUM_LABEL]
@@ -205,8 +205,9 @@ def levels_from_vertebrae(
 def bodies_from_bone(bone: sitk.Image, line: Centerline) -> list[tuple[float, float]]:
     """Vertebral bodies along the cord from a bone mask, split at the discs: arc intervals.
 
-    The bone voxels in front of the canal are counted per millimetre of arc; a disc is a run
-    where the count drops under :data:`DISC_FRACTION` of the median of the counted profile.
+    The bone voxels in front of the canal are counted per bin of arc (a millimetre, or the
+    thickest voxel); a disc is a run where the count drops under :data:`DISC_FRACTION` of the
+    median of the counted profile.
     """
     pts = voxel_points_lps(bone)
     if len(pts) == 0:
@@ -223,7 +224,10 @@ def bodies_from_bone(bone: sitk.Image, line: Centerline) -> list[tuple[float, fl
     arc = arc[anterior]
     if arc.size == 0:
         return []
-    edges = np.arange(line.arc_mm[0], line.arc_mm[-1] + 1.0, 1.0)
+    # Bins as wide as the thickest voxel: with 3 mm slices, 1 mm bins would alternate between
+    # full and empty where the cord runs along the slice axis.
+    width = max(1.0, float(max(bone.GetSpacing())))
+    edges = np.arange(line.arc_mm[0], line.arc_mm[-1] + width, width)
     profile, _ = np.histogram(arc, bins=edges)
     if not profile.any():
         return []
@@ -236,7 +240,7 @@ def bodies_from_bone(bone: sitk.Image, line: Centerline) -> list[tuple[float, fl
             start = i
         elif not s and start is not None:
             # cut by the field of view or the cord's end (the profile thins out there)
-            at_edge = start <= EDGE_MM or len(solid) - i <= EDGE_MM
+            at_edge = start * width <= EDGE_MM or (len(solid) - i) * width <= EDGE_MM
             if edges[i] - edges[start] >= (MIN_EDGE_BODY_MM if at_edge else MIN_BODY_MM):
                 bodies.append((float(edges[start]), float(edges[i])))
             start = None
@@ -271,7 +275,8 @@ def levels_from_anchor(
     holder = next((i for i, (lo, hi) in enumerate(bodies) if lo <= arc <= hi), None)
     if holder is None or not _near_bone(bone, anchor_lps):
         raise InputError(
-            f"the level anchor {anchor_name} at {list(np.round(anchor_lps, 1))} mm (LPS) is not "
+            f"the level anchor {anchor_name} at ({', '.join(f'{v:.1f}' for v in anchor_lps)}) mm "
+            "(LPS) is not "
             "in a vertebral body along the cord",
             hint="place the point inside a vertebral body in front of the canal",
         )

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 import vtk
 
-from .. import LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
+from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
 from ..errors import ComputationError, InputError
 from ..io.segfile import read_seg_nrrd
 from ..io.study import load_image
@@ -28,7 +28,8 @@ from ..outputs import atomic_dir, write_json, write_text
 from ..pet import uptake
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from ..segmentation.seeds import OTHER_LABEL, axial_axis_kji
-from . import bilsky, compression, surfaces
+from . import bilsky, compression, narrowing, surfaces
+from . import levels as level_maps
 from .centerline import Centerline, fit_centerline, voxel_points_lps
 
 CROP_MARGIN_MM = 12.0
@@ -56,13 +57,16 @@ class MetricsResult:
     centerline: Centerline
     facts: bilsky.BilskyFacts
     timings_s: dict = field(default_factory=dict)
+    section_levels: list[str] | None = None  # the vertebral level of each section
 
     def sections_csv(self) -> str:
-        """The sections table as CSV text (one row per section, units in the headers)."""
+        """The sections table as CSV text (one row per section, units in the headers, the
+        vertebral level of each section last)."""
         cols = self.sections.columns()
         names = list(cols)
+        levels = self.section_levels or [""] * len(self.sections.arc_mm)
         buf = io.StringIO()
-        buf.write(",".join(names) + "\n")
+        buf.write(",".join([*names, "level"]) + "\n")
         for r in range(len(self.sections.arc_mm)):
             row = []
             for n in names:
@@ -72,7 +76,7 @@ class MetricsResult:
                     if not np.isfinite(v)
                     else (f"{int(v)}" if n == "valid" else f"{float(v):.4f}")
                 )
-            buf.write(",".join(row) + "\n")
+            buf.write(",".join([*row, levels[r]]) + "\n")
         return buf.getvalue()
 
 
@@ -323,10 +327,22 @@ _FROM_COMPRESSION = (
 _FROM_UPTAKE = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg", "suv_peak_centre_lps_mm")
 
 
+@dataclass
+class LevelSource:
+    """Where the vertebral levels' names come from: a VerSe labelmap on the labels' grid, or
+    one named anchor point (``T6``, LPS mm) in a vertebral body. Neither: levels are the
+    bodies of the bone label (or 25 mm stretches) numbered from the top, unnamed."""
+
+    vertebrae: sitk.Image | None = None
+    vertebrae_path: object = None
+    anchor: tuple[str, np.ndarray] | None = None
+
+
 def compute_metrics(
     labels: sitk.Image,
     pet: sitk.Image | None = None,
     *,
+    levels: LevelSource | None = None,
     section_step_mm: float = 1.0,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
@@ -335,11 +351,14 @@ def compute_metrics(
     """All metrics of ``labels`` (1 cord, 2 CSF, 3 mass, 4 bone), see the module docstring.
 
     ``pet``: an SUV image on the same grid (adds suv_max, suv_peak, suv_mean, mtv_ml, tlg).
+    ``levels``: how to name the vertebral levels (:class:`LevelSource`; unnamed by default).
     ``timer``: optional ``timer(stage_name)`` called as each stage starts (the CLI's
     ``term.stage``); stage times are also returned in ``timings_s``.
     """
     progress = progress or no_progress
     validate_labels(labels, pet=pet)
+    if levels is not None and levels.vertebrae is not None:
+        level_maps.check_grid(levels.vertebrae, labels, levels.vertebrae_path)
     surfaces.enable_threads()
     stage = _Stages(timer, cancel)
 
@@ -392,9 +411,49 @@ def compute_metrics(
     }
     if uptake_values:
         metrics.update({k: uptake_values[k] for k in _FROM_UPTAKE})
+    level_map = _level_map(levels, line, labels_u8)
+    level_values, level_notes = _level_metrics(level_map, comp)
+    metrics.update(level_values)
+    metrics["notes"] = [*metrics["notes"], *level_notes]
     models["centerline"] = _centerline_poly(line, comp.sections)
     progress(1.0, "done")
-    return MetricsResult(metrics, comp.sections, models, line, facts, stage.timings)
+    result = MetricsResult(metrics, comp.sections, models, line, facts, stage.timings)
+    result.section_levels = [str(n) for n in level_map.level_at(comp.sections.arc_mm)]
+    return result
+
+
+def _level_map(source: LevelSource | None, line: Centerline, labels: sitk.Image):
+    """The vertebral levels along the cord from ``source`` (unnamed without one)."""
+    # A metastasis replaces marrow: the bodies are the bone and the mass together.
+    bone = _mask(labels, [LABEL_BONE, LABEL_MASS])
+    if source is not None and source.vertebrae is not None:
+        return level_maps.levels_from_vertebrae(
+            source.vertebrae, line, reference=labels, path=source.vertebrae_path
+        )
+    if source is not None and source.anchor is not None:
+        return level_maps.levels_from_anchor(bone, line, *source.anchor)
+    return level_maps.levels_unnamed(line, bone)
+
+
+def _level_metrics(level_map, comp: _CompressionStage) -> tuple[dict, list[str]]:
+    """The per-level table with its narrowing flags, and the levels of the mass and the worst
+    section; a note for each narrowing away from the mass (it is not to be missed)."""
+    lo, hi = (float(a) for a in comp.mass_arc_mm)
+    rows = narrowing.level_table(level_map, comp.sections, lesion_ranges={1: (lo, hi)})
+    worst = comp.result.values["worst_section_arc_mm"]
+    notes = [
+        f"narrowing at {r['level']} away from the mass: {r['flag_reason']}"
+        for r in rows
+        if r["flagged"] and not r["lesion_ids"]
+    ]
+    values = {
+        "levels": rows,
+        "levels_named": bool(level_map.named),
+        "level_source": level_map.source,
+        "mass_levels": level_map.levels_between(lo, hi),
+        "worst_section_level": str(level_map.level_at(worst)[0]) if worst is not None else "",
+    }
+    return values, notes
 
 
 def _structure_masks(crop: sitk.Image) -> dict[str, sitk.Image]:
