@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import SimpleITK as sitk
 from ..outputs import atomic_dir, check_output_dir, save_image
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .anatomy import F18_HALF_LIFE_S, PATIENT_HEIGHT_M, PATIENT_WEIGHT_KG, PET_DOSE_BQ, PET_UPTAKE_S
+from .dicom import write_mri_ct_dicom
 from .imaging import make_phantom
 
 
@@ -21,6 +23,19 @@ def _uid(prefix_seed: str) -> str:
     from pydicom.uid import generate_uid
 
     return generate_uid(entropy_srcs=[prefix_seed])
+
+
+@dataclass
+class _PetSeries:
+    """What every slice of the phantom's PET series shares: identity and geometry."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+    n_slices: int
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
 
 
 def write_pet_dicom(
@@ -33,96 +48,135 @@ def write_pet_dicom(
     what was written (the truth for ``mescc suv``). The decay arithmetic here is deliberately
     independent of :mod:`MESCCAnalyzerLib.pet.suv`.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
-
     folder.mkdir(parents=True, exist_ok=True)
-    decayed_dose = PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)
-    bq_per_suv = decayed_dose / (PATIENT_WEIGHT_KG * 1000.0)
+    bq_per_suv = _bq_per_suv()
     arr = sitk.GetArrayFromImage(suv).astype(np.float64) * bq_per_suv
-    nz, ny, nx = arr.shape
-    spacing, origin = suv.GetSpacing(), suv.GetOrigin()
-    series_uid = _uid(f"pet-series-{patient_id}-{seed}")
+    nz = arr.shape[0]
+    series = _PetSeries(
+        patient_id=patient_id,
+        study_uid=study_uid,
+        series_uid=_uid(f"pet-series-{patient_id}-{seed}"),
+        frame_uid=frame_uid,
+        n_slices=nz,
+        origin=suv.GetOrigin(),
+        spacing=suv.GetSpacing(),
+    )
     rng = np.random.default_rng(seed + 17)
     names = rng.permutation(nz)  # file names deliberately not in slice order
     out = np.empty_like(arr)
     for k in range(nz):
-        slice_max = float(arr[k].max())
-        slope_text = f"{max(slice_max, 1e-6) / 32000.0:.10g}"
-        slope = float(slope_text)
-        stored = np.clip(np.round(arr[k] / slope), -32768, 32767).astype(np.int16)
-        out[k] = stored.astype(np.float64) * slope / bq_per_suv
-
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
-        sop_uid = _uid(f"pet-sop-{patient_id}-{seed}-{k}")
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = PositronEmissionTomographyImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.Modality = "PT"
-        ds.PatientName = "MESCC^Phantom"
-        ds.PatientID = patient_id
-        ds.PatientSex = "M"
-        ds.PatientWeight = f"{PATIENT_WEIGHT_KG}"
-        ds.PatientSize = f"{PATIENT_HEIGHT_M}"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20260101"
-        ds.StudyTime = "100000"
-        ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "101500"
-        ds.StudyID = "1"
-        ds.SeriesNumber = 3
-        ds.InstanceNumber = k + 1
-        ds.ImageIndex = k + 1
-        ds.NumberOfSlices = nz
-        ds.SeriesDescription = "PET AC (phantom)"
-        ds.Manufacturer = "MESCCAnalyzer phantom"
-        ds.Units = "BQML"
-        ds.DecayCorrection = "START"
-        ds.CorrectedImage = ["DECY", "ATTN"]
-        ds.SeriesType = ["STATIC", "IMAGE"]
-        ds.DecayFactor = "1"
-        ds.ActualFrameDuration = 180000
-        ds.FrameReferenceTime = "0"
-        radio = Dataset()
-        radio.Radiopharmaceutical = "Fluorodeoxyglucose"
-        radio.RadiopharmaceuticalStartTime = "091500"
-        radio.RadiopharmaceuticalStartDateTime = "20260101091500"
-        radio.RadionuclideTotalDose = f"{PET_DOSE_BQ:.6g}"
-        radio.RadionuclideHalfLife = f"{F18_HALF_LIFE_S}"
-        radio.RadionuclidePositronFraction = "0.9673"
-        ds.RadiopharmaceuticalInformationSequence = Sequence([radio])
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.ImagePositionPatient = [
-            f"{origin[0]:.6f}",
-            f"{origin[1]:.6f}",
-            f"{origin[2] + k * spacing[2]:.6f}",
-        ]
-        ds.PixelSpacing = [
-            f"{spacing[1]:.6f}",
-            f"{spacing[0]:.6f}",
-        ]  # row spacing (y), column spacing (x)
-        ds.SliceThickness = f"{spacing[2]:.6f}"
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleSlope = slope_text
-        ds.RescaleIntercept = "0"
-        ds.RescaleType = "BQML"
-        ds.PixelData = stored.tobytes()
+        stored, slope_text = _quantised(arr[k])
+        out[k] = stored.astype(np.float64) * float(slope_text) / bq_per_suv
+        ds = _pet_slice_dataset(
+            series, k, stored, slope_text, sop_uid=_uid(f"pet-sop-{patient_id}-{seed}-{k}")
+        )
         ds.save_as(folder / f"PT{names[k]:04d}.dcm", enforce_file_format=True)
     encoded = sitk.GetImageFromArray(out)
     encoded.CopyInformation(suv)
     return encoded
+
+
+def _bq_per_suv() -> float:
+    """Activity concentration (Bq/ml) of SUVbw 1 at the scan: the injected dose decayed over
+    the uptake time, per gram of body weight."""
+    decayed_dose = PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)
+    return decayed_dose / (PATIENT_WEIGHT_KG * 1000.0)
+
+
+def _quantised(activity_bq_ml: np.ndarray) -> tuple[np.ndarray, str]:
+    """One slice as int16 stored values and its rescale slope (as written in the file, 10
+    significant digits), the slice maximum mapped to 32000."""
+    slope_text = f"{max(float(activity_bq_ml.max()), 1e-6) / 32000.0:.10g}"
+    stored = np.clip(np.round(activity_bq_ml / float(slope_text)), -32768, 32767)
+    return stored.astype(np.int16), slope_text
+
+
+def _pet_slice_dataset(
+    series: _PetSeries, k: int, stored: np.ndarray, slope_text: str, *, sop_uid: str
+):
+    """The DICOM dataset of slice ``k``: PET image storage, Bq/ml, decay-corrected to the
+    series start, with the radiopharmaceutical an SUV calculation needs."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = PositronEmissionTomographyImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = "PT"
+    _set_patient_and_study(ds, series)
+    ds.InstanceNumber = k + 1
+    ds.ImageIndex = k + 1
+    ds.NumberOfSlices = series.n_slices
+    ds.SeriesDescription = "PET AC (phantom)"
+    ds.Manufacturer = "MESCCAnalyzer phantom"
+    ds.Units = "BQML"
+    ds.DecayCorrection = "START"
+    ds.CorrectedImage = ["DECY", "ATTN"]
+    ds.SeriesType = ["STATIC", "IMAGE"]
+    ds.DecayFactor = "1"
+    ds.ActualFrameDuration = 180000
+    ds.FrameReferenceTime = "0"
+    radio = Dataset()
+    radio.Radiopharmaceutical = "Fluorodeoxyglucose"
+    radio.RadiopharmaceuticalStartTime = "091500"
+    radio.RadiopharmaceuticalStartDateTime = "20260101091500"
+    radio.RadionuclideTotalDose = f"{PET_DOSE_BQ:.6g}"
+    radio.RadionuclideHalfLife = f"{F18_HALF_LIFE_S}"
+    radio.RadionuclidePositronFraction = "0.9673"
+    ds.RadiopharmaceuticalInformationSequence = Sequence([radio])
+    _set_slice_image(ds, series, k, stored, slope_text)
+    return ds
+
+
+def _set_patient_and_study(ds, series: _PetSeries) -> None:
+    """Patient (with the weight and height SUV needs), study, series and frame of reference;
+    scanned on 2026-01-01 at 10:15, 60 minutes after the injection."""
+    ds.PatientName = "MESCC^Phantom"
+    ds.PatientID = series.patient_id
+    ds.PatientSex = "M"
+    ds.PatientWeight = f"{PATIENT_WEIGHT_KG}"
+    ds.PatientSize = f"{PATIENT_HEIGHT_M}"
+    ds.StudyInstanceUID = series.study_uid
+    ds.SeriesInstanceUID = series.series_uid
+    ds.FrameOfReferenceUID = series.frame_uid
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20260101"
+    ds.StudyTime = "100000"
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "101500"
+    ds.StudyID = "1"
+    ds.SeriesNumber = 3
+
+
+def _set_slice_image(ds, series: _PetSeries, k: int, stored: np.ndarray, slope_text: str) -> None:
+    """Axial slice ``k``'s position and spacing, and its int16 pixels with their slope."""
+    origin, spacing = series.origin, series.spacing
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.ImagePositionPatient = [
+        f"{origin[0]:.6f}",
+        f"{origin[1]:.6f}",
+        f"{origin[2] + k * spacing[2]:.6f}",
+    ]
+    ds.PixelSpacing = [
+        f"{spacing[1]:.6f}",
+        f"{spacing[0]:.6f}",
+    ]  # row spacing (y), column spacing (x)
+    ds.SliceThickness = f"{spacing[2]:.6f}"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = slope_text
+    ds.RescaleIntercept = "0"
+    ds.RescaleType = "BQML"
+    ds.PixelData = stored.tobytes()
 
 
 def write_phantom(
@@ -159,6 +213,14 @@ def write_phantom(
         )
         save_image(sitk.Cast(encoded, sitk.sitkFloat32), tmp / "pet_suv.nii.gz")
         sitk.WriteTransform(study.mri_to_ct, str(tmp / "mri_to_ct.tfm"))
+        dicom_folders = write_mri_ct_dicom(
+            study.t2,
+            study.ct,
+            tmp,
+            patient_id=patient_id,
+            study_uid=study_uid,
+            scanner_frame_uid=frame_uid,
+        )
         truth = dict(study.truth)
         truth["patient_id"] = patient_id
         truth["files"] = {
@@ -169,6 +231,7 @@ def write_phantom(
             "pet_suv": "pet_suv.nii.gz",
             "labels": "labels.nii.gz",
             "transform": "mri_to_ct.tfm",
+            **dicom_folders,
         }
         (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     progress(1.0, "done")
