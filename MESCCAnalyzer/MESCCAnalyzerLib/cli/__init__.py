@@ -25,7 +25,9 @@ COMMANDS = [
     "segment",
     "metrics",
     "analyze",
+    "export",
     "demo",
+    "batch",
     "serve",
 ]
 
