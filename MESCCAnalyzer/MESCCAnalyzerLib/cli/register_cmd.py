@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -107,7 +108,15 @@ def _load(path: str, role: str, modality: str | None = None) -> sitk.Image:
     return image
 
 
-def run(args, term) -> int:
+@dataclass
+class _Outputs:
+    transform: Path
+    report: Path
+    resampled: dict  # input path -> resampled file
+
+
+def _outputs(args) -> _Outputs:
+    """The files the command will write, checked before any work."""
     transform_path = Path(args.out_transform)
     if not transform_path.name.lower().endswith(_TRANSFORM_SUFFIXES):
         raise InputError(
@@ -120,16 +129,6 @@ def run(args, term) -> int:
         if args.report
         else transform_path.with_name(transform_path.name.rsplit(".", 1)[0] + ".report.json")
     )
-    init = args.init
-    landmarks_path = None
-    if init not in registration.INIT_MODES or init == "landmarks":
-        if not init.lower().endswith(".json"):
-            raise InputError(
-                f"unknown --init '{init}'",
-                hint="auto, geometry, centers, moments or a landmarks .mrk.json file",
-            )
-        landmarks_path = init
-
     resampled = {}
     if args.resampled_dir:
         out_dir = Path(args.resampled_dir)
@@ -144,16 +143,65 @@ def run(args, term) -> int:
                     hint="rename one of the inputs",
                 )
             resampled[src] = target
-    inputs = [
-        args.fixed,
-        args.moving,
-        *args.follow,
-        *args.follow_label,
-        args.mask_fixed,
-        landmarks_path,
-    ]
-    guard_outputs([transform_path, report_path, *resampled.values()], inputs)
-    for target in (transform_path, report_path, *resampled.values()):
+    return _Outputs(transform_path, report_path, resampled)
+
+
+def _landmarks_path(init: str) -> str | None:
+    """``--init`` names a mode, or a landmarks file (returned)."""
+    if init in registration.INIT_MODES and init != "landmarks":
+        return None
+    if not init.lower().endswith(".json"):
+        raise InputError(
+            f"unknown --init '{init}'",
+            hint="auto, geometry, centers, moments or a landmarks .mrk.json file",
+        )
+    return init
+
+
+def _register(args, term, fixed, moving, followers, mask, landmarks, resample: bool):
+    """The registration; an input problem the core reports without a file is the mask's."""
+    try:
+        return register_images(
+            fixed,
+            moving,
+            followers if resample else (),
+            fixed_mask=mask,
+            init="landmarks" if landmarks is not None else args.init,
+            landmarks=landmarks,
+            deformable=args.deformable,
+            progress=term.progress,
+            cancel=term.cancel,
+        )
+    except InputError as exc:
+        if exc.path is None and args.mask_fixed:
+            raise InputError(exc.message, path=args.mask_fixed, hint=exc.hint) from exc
+        raise
+
+
+def _write(args, outputs: _Outputs, registered, followers) -> dict:
+    """The transform, the resampled images and the quality report; returns the report."""
+    report = registered.result.report()
+    report["fixed"] = str(args.fixed)
+    report["moving"] = str(args.moving)
+    report["transform_file"] = str(outputs.transform)
+    report["resampled"] = {str(src): str(dst) for src, dst in outputs.resampled.items()}
+    with atomic_path(outputs.transform) as tmp:
+        sitk.WriteTransform(registered.result.transform, str(tmp))
+    if outputs.resampled:
+        write_image(registered.moving_on_fixed, outputs.resampled[args.moving])
+        for follower, image in zip(followers, registered.followers_on_fixed, strict=True):
+            write_image(image, outputs.resampled[follower.name])
+    write_json(outputs.report, report)
+    return report
+
+
+def run(args, term) -> int:
+    outputs = _outputs(args)
+    landmarks_path = _landmarks_path(args.init)
+    inputs = [args.fixed, args.moving, *args.follow, *args.follow_label, args.mask_fixed]
+    targets = [outputs.transform, outputs.report, *outputs.resampled.values()]
+    guard_outputs(targets, [*inputs, landmarks_path])
+    for target in targets:
         check_output_file(target)
 
     # --- read and check everything before any computation or writing --------------------
@@ -170,48 +218,19 @@ def run(args, term) -> int:
     landmarks = read_landmark_pairs(landmarks_path) if landmarks_path else None
 
     term.stage("register")
-    try:
-        registered = register_images(
-            fixed,
-            moving,
-            followers if resampled else (),
-            fixed_mask=mask,
-            init="landmarks" if landmarks is not None else init,
-            landmarks=landmarks,
-            deformable=args.deformable,
-            progress=term.progress,
-            cancel=term.cancel,
-        )
-    except InputError as exc:  # the core's input problems here concern the mask
-        if exc.path is None and args.mask_fixed:
-            raise InputError(exc.message, path=args.mask_fixed, hint=exc.hint) from exc
-        raise
-    result = registered.result
-    resampled_images = []
-    if resampled:
-        resampled_images.append((resampled[args.moving], registered.moving_on_fixed))
-        for follower, image in zip(followers, registered.followers_on_fixed, strict=True):
-            resampled_images.append((resampled[follower.name], image))
-
+    registered = _register(
+        args, term, fixed, moving, followers, mask, landmarks, bool(outputs.resampled)
+    )
     term.stage("write")
-    report = result.report()
-    report["fixed"] = str(args.fixed)
-    report["moving"] = str(args.moving)
-    report["transform_file"] = str(transform_path)
-    report["resampled"] = {str(src): str(dst) for src, dst in resampled.items()}
-    with atomic_path(transform_path) as tmp:
-        sitk.WriteTransform(result.transform, str(tmp))
-    for target, image in resampled_images:
-        write_image(image, target)
-    write_json(report_path, report)
+    report = _write(args, outputs, registered, followers)
     term.finish()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(_text(report))
         print(
-            f"written: {transform_path}, {report_path}"
-            + "".join(f", {p}" for p in resampled.values())
+            f"written: {outputs.transform}, {outputs.report}"
+            + "".join(f", {p}" for p in outputs.resampled.values())
         )
     return 0
 

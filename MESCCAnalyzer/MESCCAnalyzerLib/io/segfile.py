@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
 from ..errors import InputError
-from ..measure.surfaces import index_to_lps_matrix
+from ..geometry import index_to_lps_matrix
 from ..outputs import atomic_path
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"

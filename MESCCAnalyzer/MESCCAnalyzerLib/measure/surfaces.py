@@ -22,7 +22,6 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
-from ..geometry import index_to_lps_matrix as index_to_lps_matrix  # re-exported
 from ..outputs import atomic_path
 
 SMOOTHING_ITERATIONS = 20

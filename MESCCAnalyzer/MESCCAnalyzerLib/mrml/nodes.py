@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from ..measure.surfaces import index_to_lps_matrix
+from ..geometry import index_to_lps_matrix
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 RAS_TO_LPS = LPS_TO_RAS  # the flip is its own inverse

@@ -23,7 +23,7 @@ import vtk
 
 from .. import registration
 from ..errors import InputError
-from ..measure.surfaces import index_to_lps_matrix
+from ..geometry import index_to_lps_matrix
 from ..outputs import atomic_path
 from ..pipeline import Follower, register_images
 from ..progress import CancelCallback, ProgressCallback
