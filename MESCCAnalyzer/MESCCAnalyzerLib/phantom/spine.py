@@ -657,35 +657,8 @@ def _tissue_and_vertebra_on_grid(spine: SpineAnatomy, grid: Grid, to_anatomy, ca
     return tissue, vertebra
 
 
-def make_spine_phantom(
-    levels: tuple[str, str] = DEFAULT_LEVELS,
-    lesions: tuple[tuple[str, str], ...] = DEFAULT_LESIONS,
-    seed: int = 0,
-    *,
-    grids: SpineGrids | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCallback | None = None,
-) -> SpineStudy:
-    """Build the whole-spine study in memory.
-
-    Parameters
-    ----------
-    levels : (cranial, caudal) level names, e.g. ``("T1", "L1")``.
-    lesions : ``((level, grade), ...)``; ``()`` for a study without a mass.
-    seed : sizes, curvature, mass sizes, pose, transform and noise.
-    grids : voxel sizes and field of view (:class:`SpineGrids`; clinical by default).
-    """
-    progress = progress or no_progress
-    grids = grids or SpineGrids()
-    spine, params = make_spine_anatomy(tuple(levels), tuple(lesions), seed)
-    pose = _make_pose(params)
-    rng = np.random.default_rng(params["noise_seed"])
-    g = spine_grids(spine, pose, grids)
-
-    # --- MRI ------------------------------------------------------------------------------
-    progress(0.0, "MRI")
-    mri = g["mri"]
-    centre, vertebra = _tissue_and_vertebra_on_grid(spine, mri, pose.anatomy_from_mri, cancel)
+def _spine_mri(spine, pose, mri, centre, grids: SpineGrids, rng, cancel) -> dict:
+    """T2 and T1 on the MRI grid: partial volume, coil shading and Rician noise."""
     contrasts = (("t2", T2_LEVELS), ("t1", T1_LEVELS))
     mixed = partial_volume_mean(
         spine,
@@ -709,11 +682,11 @@ def make_spine_phantom(
     for channel, (name, tissue_levels) in enumerate(contrasts):
         noisy = rician(mixed[..., channel] * bias, 0.02 * tissue_levels.max(), rng)
         images[name] = mri.image(noisy.astype(np.float32))
-    del mixed
-    progress(0.45, "CT")
+    return images
 
-    # --- CT in the scanner frame -----------------------------------------------------------
-    ct_grid = g["ct"]
+
+def _spine_ct(spine, pose, ct_grid, grids: SpineGrids, rng, cancel):
+    """The CT (HU, int16) in the scanner frame, and its tissue classes (for the PET)."""
     ct_tissue = tissue_on_grid(spine, ct_grid, pose.anatomy_from_ct, [(0.0, 0.0, 0.0)], cancel)[0]
     ct_hu = partial_volume_mean(
         spine, ct_grid, pose.anatomy_from_ct, ct_tissue, CT_HU, grids.ct_subsamples, cancel
@@ -721,15 +694,14 @@ def make_spine_phantom(
     ct_img = sitk.SmoothingRecursiveGaussian(ct_grid.image(ct_hu.astype(np.float32)), 0.4)
     del ct_hu
     ct_arr = sitk.GetArrayFromImage(ct_img) + rng.normal(0.0, 10.0, ct_tissue.shape)
-    ct = ct_grid.image(np.round(ct_arr).astype(np.int16))
-    del ct_arr, ct_img
-    progress(0.8, "PET")
+    return ct_grid.image(np.round(ct_arr).astype(np.int16)), ct_tissue
 
-    # --- PET: tissue SUVs on the CT grid, the scanner's blur, onto the PET grid -------------
+
+def _spine_pet(ct_grid, pet_grid, ct_tissue, grids: SpineGrids, rng) -> sitk.Image:
+    """Tissue SUVs on the CT grid, blurred by the scanner's resolution, onto the PET grid."""
     suv_fine = ct_grid.image(SUV_LEVELS[ct_tissue].astype(np.float32))
     sigma = grids.pet_fwhm_mm / (2 * math.sqrt(2 * math.log(2)))
     suv_fine = sitk.SmoothingRecursiveGaussian(suv_fine, sigma)
-    pet_grid = g["pet"]
     pet = sitk.Resample(
         suv_fine,
         pet_grid.image(np.zeros(pet_grid.size[::-1], np.float32)),
@@ -739,7 +711,41 @@ def make_spine_phantom(
     )
     pet_arr = sitk.GetArrayFromImage(pet).astype(np.float64)
     pet_arr = np.clip(pet_arr * (1 + rng.normal(0, 0.04, pet_arr.shape)), 0.0, None)
-    pet_suv = pet_grid.image(pet_arr)
+    return pet_grid.image(pet_arr)
+
+
+def make_spine_phantom(
+    levels: tuple[str, str] = DEFAULT_LEVELS,
+    lesions: tuple[tuple[str, str], ...] = DEFAULT_LESIONS,
+    seed: int = 0,
+    *,
+    grids: SpineGrids | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> SpineStudy:
+    """Build the whole-spine study in memory.
+
+    Parameters
+    ----------
+    levels : (cranial, caudal) level names, e.g. ``("T1", "L1")``.
+    lesions : ``((level, grade), ...)``; ``()`` for a study without a mass.
+    seed : sizes, curvature, mass sizes, pose, transform and noise.
+    grids : voxel sizes and field of view (:class:`SpineGrids`; clinical by default).
+    """
+    progress = progress or no_progress
+    grids = grids or SpineGrids()
+    spine, params = make_spine_anatomy(tuple(levels), tuple(lesions), seed)
+    pose = _make_pose(params)
+    rng = np.random.default_rng(params["noise_seed"])  # drawn for the MRI, the CT, the PET
+    g = spine_grids(spine, pose, grids)
+    progress(0.0, "MRI")
+    mri = g["mri"]
+    centre, vertebra = _tissue_and_vertebra_on_grid(spine, mri, pose.anatomy_from_mri, cancel)
+    images = _spine_mri(spine, pose, mri, centre, grids, rng, cancel)
+    progress(0.45, "CT")
+    ct, ct_tissue = _spine_ct(spine, pose, g["ct"], grids, rng, cancel)
+    progress(0.8, "PET")
+    pet_suv = _spine_pet(g["ct"], g["pet"], ct_tissue, grids, rng)
 
     progress(0.9, "truth")
     truth = spine_truth(spine, pose, params, seed, g, vertebra)
