@@ -879,19 +879,9 @@ def _level_sections(spine: SpineAnatomy, vertebra: Vertebra, rest: dict) -> dict
     return best
 
 
-def spine_truth(
-    spine: SpineAnatomy, pose: Pose, params: dict, seed: int, grids: dict[str, Grid], vertebra_map
-) -> dict:
-    """The truth document: per lesion, per level, the centreline, transform and grids."""
-    b, cl = spine.base, spine.centreline
-    rest_section = section_truth(b, 60.0, step_mm=0.01)  # far from any mass in its own frame
-    canal_area = math.pi * b.canal_ax * b.canal_ay
-    rest = {
-        "cord_min_csa_mm2": rest_section.cord_csa_mm2,
-        "cord_ap_min_mm": rest_section.cord_ap_mm,
-        "sac_min_csa_mm2": rest_section.sac_csa_mm2,
-        "canal_free_min_area_mm2": canal_area,
-    }
+def _levels_truth(spine: SpineAnatomy, pose: Pose, rest: dict, canal_area: float) -> list:
+    """One entry per requested level: its body, canal, ranges and the sections' minima."""
+    cl = spine.centreline
     levels = []
     for v in spine.requested:
         body_lps = pose.mri_from_anatomy(cl.to_body(0.0, v.body_cy_mm, v.centre_s_mm))[0]
@@ -911,11 +901,42 @@ def spine_truth(
                 **_level_sections(spine, v, rest),
             }
         )
+    return levels
+
+
+def _centreline_truth(spine: SpineAnatomy, pose: Pose) -> dict:
+    """The canal's and the cord's centre lines every 2 mm, with tangents and sagittal angle."""
+    b, cl = spine.base, spine.centreline
     s_lo, s_hi = spine.s_range_mm
     s = np.append(np.arange(s_lo, s_hi, 2.0), s_hi)
     rows = cl.at(s)
     tangent_body = np.stack([np.zeros_like(s), rows[:, 2], rows[:, 3]], axis=1)
     tangent_lps = tangent_body @ pose.rotation.T
+    return {
+        "s_mm": s.tolist(),
+        "canal_lps_mm": pose.mri_from_anatomy(cl.to_body(0.0, 0.0, s)).round(4).tolist(),
+        "cord_lps_mm": pose.mri_from_anatomy(cl.to_body(0.0, b.cord_cy, s)).round(4).tolist(),
+        "tangent_lps": tangent_lps.round(6).tolist(),
+        "sagittal_angle_deg": np.degrees(np.arctan2(tangent_lps[:, 1], tangent_lps[:, 2]))
+        .round(4)
+        .tolist(),
+    }
+
+
+def spine_truth(
+    spine: SpineAnatomy, pose: Pose, params: dict, seed: int, grids: dict[str, Grid], vertebra_map
+) -> dict:
+    """The truth document: per lesion, per level, the centreline, transform and grids."""
+    b = spine.base
+    rest_section = section_truth(b, 60.0, step_mm=0.01)  # far from any mass in its own frame
+    canal_area = math.pi * b.canal_ax * b.canal_ay
+    rest = {
+        "cord_min_csa_mm2": rest_section.cord_csa_mm2,
+        "cord_ap_min_mm": rest_section.cord_ap_mm,
+        "sac_min_csa_mm2": rest_section.sac_csa_mm2,
+        "canal_free_min_area_mm2": canal_area,
+    }
+    levels = _levels_truth(spine, pose, rest, canal_area)
     m = pose.mri_to_ct
     present = sorted(int(v) for v in np.unique(vertebra_map) if v)
     return {
@@ -940,15 +961,7 @@ def spine_truth(
             "origin_lps": list(map(float, pose.origin_lps)),
             "tilt_deg": params["tilt_deg"],
         },
-        "centreline": {
-            "s_mm": s.tolist(),
-            "canal_lps_mm": pose.mri_from_anatomy(cl.to_body(0.0, 0.0, s)).round(4).tolist(),
-            "cord_lps_mm": pose.mri_from_anatomy(cl.to_body(0.0, b.cord_cy, s)).round(4).tolist(),
-            "tangent_lps": tangent_lps.round(6).tolist(),
-            "sagittal_angle_deg": np.degrees(np.arctan2(tangent_lps[:, 1], tangent_lps[:, 2]))
-            .round(4)
-            .tolist(),
-        },
+        "centreline": _centreline_truth(spine, pose),
         "cord_reference_csa_mm2": rest_section.cord_csa_mm2,
         "cord_ap_reference_mm": rest_section.cord_ap_mm,
         "sac_reference_csa_mm2": rest_section.sac_csa_mm2,
