@@ -438,10 +438,30 @@ def make_spine_anatomy(
     does not fit inside its vertebral body.
     """
     first, last = parse_levels(f"{levels[0]}-{levels[1]}")
-    rng = np.random.default_rng([int(seed), 0x5B17E])
+    rng = np.random.default_rng([int(seed), 0x5B17E])  # sizes, curves, masses, pose in order
     requested = tuple(level_name(v) for v in range(VERSE_LABELS[first], VERSE_LABELS[last] + 1))
+    vertebrae, (s_lo_req, s_hi_req) = _vertebrae(rng, first, last)
+    named = {v.name: v for v in vertebrae}
+    kyphosis_deg = 40.0 + 8.0 * rng.uniform(-1, 1)
+    lordosis_deg = 45.0 + 8.0 * rng.uniform(-1, 1)
+    centreline = _curved_centreline(vertebrae, kyphosis_deg, lordosis_deg, (s_lo_req, s_hi_req))
+    base, _ = make_anatomy("1a", seed)
+    made = _lesions(lesions, requested, named, (first, last), seed, rng)
+    spine = SpineAnatomy(
+        vertebrae=vertebrae,
+        levels=requested,
+        lesions=tuple(made),
+        base=base,
+        centreline=centreline,
+        kyphosis_deg=kyphosis_deg,
+        lordosis_deg=lordosis_deg,
+    )
+    return spine, _pose_params(rng)
 
-    # --- vertebrae, from the top of the first modelled body downwards -----------------------
+
+def _vertebrae(rng, first: str, last: str) -> tuple[tuple[Vertebra, ...], tuple[float, float]]:
+    """Every modelled vertebra from the top down (seeded sizes), in a frame whose s = 0 lies
+    in the middle of the requested range; and that range's (lower, upper) s."""
     sizes = {v: _interpolated_sizes(v) * (1.0 + 0.03 * rng.uniform(-1, 1, 4)) for v in _MODELLED}
     rows, top = [], 0.0
     for v in _MODELLED:
@@ -452,7 +472,7 @@ def make_spine_anatomy(
     by_name = {level_name(r[0]): r for r in rows}
     s_hi = by_name[first][1] + by_name[first][2] / 2 + by_name[first][3] / 2
     s_lo = by_name[last][1] - by_name[last][2] / 2 - by_name[last][4] / 2
-    shift = (s_hi + s_lo) / 2  # s = 0 in the middle of the requested range
+    shift = (s_hi + s_lo) / 2
     vertebrae = tuple(
         Vertebra(
             label=v,
@@ -468,11 +488,12 @@ def make_spine_anatomy(
         )
         for v, c, h, da, db, ax, ay in rows
     )
-    named = {v.name: v for v in vertebrae}
+    return vertebrae, (s_lo - shift, s_hi - shift)
 
-    # --- centreline: kyphosis over T1-T12, lordosis over L1-L5 ------------------------------
-    kyphosis_deg = 40.0 + 8.0 * rng.uniform(-1, 1)
-    lordosis_deg = 45.0 + 8.0 * rng.uniform(-1, 1)
+
+def _curved_centreline(vertebrae, kyphosis_deg: float, lordosis_deg: float, s_range):
+    """The canal's centre line: kyphosis over T1-T12, lordosis over L1-L5."""
+    named = {v.name: v for v in vertebrae}
     t_top = named["T1"].centre_s_mm + named["T1"].height_mm / 2
     t_bottom = named["T12"].centre_s_mm - named["T12"].height_mm / 2
     l_top = named["L1"].centre_s_mm + named["L1"].height_mm / 2
@@ -482,16 +503,16 @@ def make_spine_anatomy(
     dphi = -math.radians(kyphosis_deg) * _window(s_grid, t_bottom, t_top) + math.radians(
         lordosis_deg
     ) * _window(s_grid, l_bottom, l_top)
-    s_lo_req, s_hi_req = s_lo - shift, s_hi - shift
-    centreline = Centreline.from_curvature(s_grid, dphi, (s_lo_req, s_hi_req))
+    return Centreline.from_curvature(s_grid, dphi, s_range)
 
-    # --- lesions: the single-level masses, one per level ------------------------------------
-    base, _ = make_anatomy("1a", seed)
+
+def _lesions(lesions, requested, named, levels: tuple[str, str], seed: int, rng) -> list:
+    """The single-level masses, one per level, each checked to fit (see :func:`_check_fits`)."""
     made = []
     for level, grade in sorted(lesions, key=lambda lg: VERSE_LABELS[lg[0]]):
         if level not in requested:
             raise InputError(
-                f"the lesion at {level} lies outside the levels {first}-{last}",
+                f"the lesion at {level} lies outside the levels {levels[0]}-{levels[1]}",
                 hint="widen --levels or move the lesion",
             )
         if any(m.level == level for m in made):
@@ -504,8 +525,13 @@ def make_spine_anatomy(
         lesion = Lesion(len(made) + 1, level, grade, named[level].centre_s_mm, anatomy)
         _check_fits(lesion, named[level], made)
         made.append(lesion)
+    return made
+
+
+def _pose_params(rng) -> dict:
+    """The random tilt of the anatomy in the MRI, the true MRI -> CT transform, the noise seed."""
     tilt = [3.0 * rng.uniform(-1, 1), 2.0 * rng.uniform(-1, 1), 4.0 * rng.uniform(-1, 1)]
-    pose = {
+    return {
         "tilt_deg": tilt,
         "origin_offset_mm": list(2.0 * rng.uniform(-1, 1, 3)),
         "ct_rotation_deg": [
@@ -520,16 +546,6 @@ def make_spine_anatomy(
         ],
         "noise_seed": int(rng.integers(0, 2**31 - 1)),
     }
-    spine = SpineAnatomy(
-        vertebrae=vertebrae,
-        levels=requested,
-        lesions=tuple(made),
-        base=base,
-        centreline=centreline,
-        kyphosis_deg=kyphosis_deg,
-        lordosis_deg=lordosis_deg,
-    )
-    return spine, pose
 
 
 def _check_fits(lesion: Lesion, vertebra: Vertebra, before: list[Lesion]) -> None:
