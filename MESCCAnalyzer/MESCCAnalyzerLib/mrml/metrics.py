@@ -160,24 +160,30 @@ def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") ->
     out.color_node = distance_color_node(scene)
     for key in ("cord", "sac", "mass", "centerline"):
         out.models[key] = _add_model(scene, result.models[key], key, out.color_node)
+    out.sections_table = _sections_table(scene, result, prefix)
+    out.extent_table = _extent_table(scene, result, prefix)
+    out.chart, out.series = _chart(scene, out.sections_table, out.extent_table, prefix)
+    out.metrics_table = _metrics_table(scene, result.metrics, prefix)
+    return out
 
-    # Sections table (NaN where a section has no value).
+
+def _sections_table(scene, result: MetricsResult, prefix: str):
+    """The sections table (NaN where a section has no value), units on the columns."""
     cols = result.sections.columns()
-    out.sections_table = _table_node(
-        scene, f"{prefix} sections", [_double_column(k, v) for k, v in cols.items()]
-    )
+    node = _table_node(scene, f"{prefix} sections", [_double_column(k, v) for k, v in cols.items()])
     for k in cols:
-        out.sections_table.SetColumnUnitLabel(
-            k, k.rsplit("_", 1)[-1] if k.endswith(("_mm", "_mm2")) else ""
-        )
+        node.SetColumnUnitLabel(k, k.rsplit("_", 1)[-1] if k.endswith(("_mm", "_mm2")) else "")
+    return node
 
-    # Mass extent box and worst-section line on the chart, from a small table.
+
+def _extent_table(scene, result: MetricsResult, prefix: str):
+    """The mass's extent (a box) and the worst section (a line) for the chart."""
     m = result.metrics
     lo, hi = m["mass_arc_range_mm"]
     valid = result.sections.valid
     top = float(np.nanmax(np.where(valid, result.sections.cord_csa_mm2, np.nan))) * 1.1
     worst = m["worst_section_arc_mm"]
-    out.extent_table = _table_node(
+    return _table_node(
         scene,
         f"{prefix} mass extent",
         [
@@ -188,49 +194,52 @@ def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") ->
         ],
     )
 
-    out.chart = scene.AddNewNodeByClass(
+
+def _chart(scene, sections_table, extent_table, prefix: str):
+    """The chart of cord CSA and AP diameter along the centreline, with the mass and the
+    worst section; returns the chart node and its series by name."""
+    chart = scene.AddNewNodeByClass(
         "vtkMRMLPlotChartNode", scene.GenerateUniqueName(f"{prefix} cord along its axis")
     )
-    out.chart.SetTitle("Cord cross-section along the centreline")
-    out.chart.SetXAxisTitle("arc length (mm, inferior to superior)")
-    out.chart.SetYAxisTitle("CSA (mm2) / AP diameter (mm)")
-    out.series["cord_csa_mm2"] = _series(
-        scene, "cord CSA (mm2)", out.sections_table, "arc_mm", "cord_csa_mm2", (0.85, 0.55, 0.0)
+    chart.SetTitle("Cord cross-section along the centreline")
+    chart.SetXAxisTitle("arc length (mm, inferior to superior)")
+    chart.SetYAxisTitle("CSA (mm2) / AP diameter (mm)")
+    dash, dot = (
+        slicer.vtkMRMLPlotSeriesNode.LineStyleDash,
+        slicer.vtkMRMLPlotSeriesNode.LineStyleDot,
     )
-    out.series["cord_ap_mm"] = _series(
-        scene, "cord AP diameter (mm)", out.sections_table, "arc_mm", "cord_ap_mm", (0.1, 0.3, 0.85)
-    )
-    out.series["mass_extent"] = _series(
-        scene,
-        "mass extent",
-        out.extent_table,
-        "arc_mm",
-        "mass_extent",
-        (0.8, 0.1, 0.1),
-        line_style=slicer.vtkMRMLPlotSeriesNode.LineStyleDash,
-    )
-    out.series["worst"] = _series(
-        scene,
-        "worst section",
-        out.extent_table,
-        "worst_arc_mm",
-        "worst",
-        (0.3, 0.3, 0.3),
-        line_style=slicer.vtkMRMLPlotSeriesNode.LineStyleDot,
-    )
-    for node in out.series.values():
-        out.chart.AddAndObservePlotSeriesNodeID(node.GetID())
+    series = {
+        "cord_csa_mm2": _series(
+            scene, "cord CSA (mm2)", sections_table, "arc_mm", "cord_csa_mm2", (0.85, 0.55, 0.0)
+        ),
+        "cord_ap_mm": _series(
+            scene, "cord AP diameter (mm)", sections_table, "arc_mm", "cord_ap_mm", (0.1, 0.3, 0.85)
+        ),
+        "mass_extent": _series(
+            scene, "mass extent", extent_table, "arc_mm", "mass_extent", (0.8, 0.1, 0.1),
+            line_style=dash,
+        ),
+        "worst": _series(
+            scene, "worst section", extent_table, "worst_arc_mm", "worst", (0.3, 0.3, 0.3),
+            line_style=dot,
+        ),
+    }  # fmt: skip
+    for node in series.values():
+        chart.AddAndObservePlotSeriesNodeID(node.GetID())
+    return chart, series
 
+
+def _metrics_table(scene, m: dict, prefix: str):
+    """Every value of metrics.json with its name, unit and definition from the one table of
+    definitions (the report's and the page's): Slicer's table view shows them side by side."""
     keys = [k for k in m if k not in ("bilsky_facts",)]
     keys += [f"bilsky_facts.{k}" for k in m.get("bilsky_facts", {})]
     values = [
         _format(m[k]) if "." not in k else _format(m["bilsky_facts"][k.split(".", 1)[1]])
         for k in keys
     ]
-    # Name, unit and definition from the one table of definitions (the report's and the
-    # page's): Slicer's table view shows them beside the value.
     known = [BY_KEY.get(k) for k in keys]
-    out.metrics_table = _table_node(
+    node = _table_node(
         scene,
         f"{prefix} metrics",
         [
@@ -242,8 +251,8 @@ def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") ->
         ],
     )
     for column, text in COLUMN_DESCRIPTIONS.items():
-        out.metrics_table.SetColumnDescription(column, text)
-    return out
+        node.SetColumnDescription(column, text)
+    return node
 
 
 def _labels_from_node(node, reference_node=None):
