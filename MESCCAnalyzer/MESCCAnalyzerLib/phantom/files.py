@@ -198,41 +198,48 @@ def write_phantom(
     check(cancel)
     progress(0.85, "writing")
     patient_id = f"MESCC-PHANTOM-{grade}-{seed}"
-    study_uid = _uid(f"study-{patient_id}")
-    frame_uid = _uid(f"frame-scanner-{patient_id}")
     with atomic_dir(out) as tmp:
-        for name in ("t2", "t1", "ct", "labels"):
-            save_image(getattr(study, name), tmp / f"{name}.nii.gz")
-        encoded = write_pet_dicom(
-            study.pet_suv,
-            tmp / "pet_dicom",
-            patient_id=patient_id,
-            study_uid=study_uid,
-            frame_uid=frame_uid,
-            seed=seed,
+        write_study_files(
+            tmp, study, ("t2", "t1", "ct", "labels"), patient_id, seed, mri_ct_dicom=True
         )
-        save_image(sitk.Cast(encoded, sitk.sitkFloat32), tmp / "pet_suv.nii.gz")
-        sitk.WriteTransform(study.mri_to_ct, str(tmp / "mri_to_ct.tfm"))
-        dicom_folders = write_mri_ct_dicom(
-            study.t2,
-            study.ct,
-            tmp,
-            patient_id=patient_id,
-            study_uid=study_uid,
-            scanner_frame_uid=frame_uid,
-        )
-        truth = dict(study.truth)
-        truth["patient_id"] = patient_id
-        truth["files"] = {
-            "t2": "t2.nii.gz",
-            "t1": "t1.nii.gz",
-            "ct": "ct.nii.gz",
-            "pet_dicom": "pet_dicom",
-            "pet_suv": "pet_suv.nii.gz",
-            "labels": "labels.nii.gz",
-            "transform": "mri_to_ct.tfm",
-            **dicom_folders,
-        }
-        (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     progress(1.0, "done")
     return out
+
+
+def write_study_files(
+    folder: Path, study, image_names, patient_id: str, seed: int, *, mri_ct_dicom: bool = False
+) -> dict:
+    """Write a phantom study's files into ``folder`` (a temporary folder of ``atomic_dir``):
+    the named images (NIfTI), the PET as a DICOM series in Bq/ml and as SUV, the true
+    transform, optionally the T2 and CT as DICOM series, and ``truth.json`` listing them."""
+    study_uid = _uid(f"study-{patient_id}")
+    frame_uid = _uid(f"frame-scanner-{patient_id}")
+    files = {}
+    for name in image_names:
+        save_image(getattr(study, name), folder / f"{name}.nii.gz")
+        files[name] = f"{name}.nii.gz"
+    encoded = write_pet_dicom(
+        study.pet_suv,
+        folder / "pet_dicom",
+        patient_id=patient_id,
+        study_uid=study_uid,
+        frame_uid=frame_uid,
+        seed=seed,
+    )
+    save_image(sitk.Cast(encoded, sitk.sitkFloat32), folder / "pet_suv.nii.gz")
+    sitk.WriteTransform(study.mri_to_ct, str(folder / "mri_to_ct.tfm"))
+    files.update(pet_dicom="pet_dicom", pet_suv="pet_suv.nii.gz", transform="mri_to_ct.tfm")
+    if mri_ct_dicom:
+        files.update(
+            write_mri_ct_dicom(
+                study.t2,
+                study.ct,
+                folder,
+                patient_id=patient_id,
+                study_uid=study_uid,
+                scanner_frame_uid=frame_uid,
+            )
+        )
+    truth = {**study.truth, "patient_id": patient_id, "files": files}
+    (folder / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    return truth

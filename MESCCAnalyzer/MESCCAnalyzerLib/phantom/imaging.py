@@ -188,19 +188,27 @@ class PhantomStudy:
     pose: Pose = field(repr=False)
 
 
+def pose_at(pose_params: dict, origin_lps) -> Pose:
+    """The anatomy tilted by ``tilt_deg`` with its origin at ``origin_lps`` in the MRI, and the
+    true MRI -> CT/PET transform (rotation about that origin, then translation)."""
+    origin = np.asarray(origin_lps, dtype=np.float64)
+    mri_to_ct = sitk.Euler3DTransform()
+    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
+    mri_to_ct.SetRotation(*[float(math.radians(a)) for a in pose_params["ct_rotation_deg"]])
+    mri_to_ct.SetTranslation(tuple(float(v) for v in pose_params["ct_translation_mm"]))
+    return Pose(
+        rotation=rotation_matrix(*pose_params["tilt_deg"]), origin_lps=origin, mri_to_ct=mri_to_ct
+    )
+
+
 def make_pose(pose_params: dict) -> Pose:
-    """Where the anatomy sits in the MRI, and the true MRI -> CT/PET transform."""
-    rotation = rotation_matrix(*pose_params["tilt_deg"])
+    """Where the single-level anatomy sits in the MRI, and the true MRI -> CT/PET transform."""
     origin = (
         np.asarray(MRI_CENTRE_LPS)
         + np.array([0.0, 3.0, 0.0])
         + np.asarray(pose_params["origin_offset_mm"])
     )
-    mri_to_ct = sitk.Euler3DTransform()
-    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
-    mri_to_ct.SetRotation(*[float(math.radians(a)) for a in pose_params["ct_rotation_deg"]])
-    mri_to_ct.SetTranslation(tuple(float(v) for v in pose_params["ct_translation_mm"]))
-    return Pose(rotation=rotation, origin_lps=origin, mri_to_ct=mri_to_ct)
+    return pose_at(pose_params, origin)
 
 
 def make_phantom_labels(grade: str = "2", seed: int = 0, *, cancel: CancelCallback | None = None):
@@ -312,11 +320,17 @@ def _ct_image(
 def _pet_suv_image(
     ct_grid: Grid, ct_tissue: np.ndarray, ct_centre: np.ndarray, rng: np.random.Generator
 ) -> sitk.Image:
-    """PET (SUV): the tissue SUVs on the CT grid, a 6 mm FWHM blur, resampled onto the PET
-    grid, with 4 % multiplicative noise."""
+    """PET (SUV) of the single-level study on its grid (see :func:`pet_from_tissue`)."""
+    return pet_from_tissue(ct_grid, ct_tissue, Grid.centred(ct_centre, **PET_GRID), 6.0, rng)
+
+
+def pet_from_tissue(
+    ct_grid: Grid, ct_tissue: np.ndarray, pet_grid: Grid, fwhm_mm: float, rng
+) -> sitk.Image:
+    """PET (SUV): the tissue SUVs on the CT grid, the scanner's blur (``fwhm_mm``), resampled
+    onto the PET grid, with 4 % multiplicative noise."""
     suv_fine = ct_grid.image(SUV_LEVELS[ct_tissue].astype(np.float32))
-    suv_fine = sitk.SmoothingRecursiveGaussian(suv_fine, 6.0 / (2 * math.sqrt(2 * math.log(2))))
-    pet_grid = Grid.centred(ct_centre, **PET_GRID)
+    suv_fine = sitk.SmoothingRecursiveGaussian(suv_fine, fwhm_mm / (2 * math.sqrt(2 * math.log(2))))
     pet = sitk.Resample(
         suv_fine,
         pet_grid.image(np.zeros(pet_grid.size[::-1], np.float32)),
@@ -329,18 +343,11 @@ def _pet_suv_image(
     return pet_grid.image(pet_arr.astype(np.float64))
 
 
-def _truth_document(
-    anatomy: PhantomAnatomy, pose: Pose, pose_params: dict, grade: str, seed: int
-) -> dict:
-    t = compute_truth(anatomy)
-    ref, worst = t["reference"], t["worst"]
-    axis_dir = pose.rotation[:, 2]
-    worst_lps = pose.mri_from_anatomy(np.array([0.0, worst["cord_centroid_y_mm"], worst["z_mm"]]))
+def pose_truth(pose: Pose, pose_params: dict) -> dict:
+    """The truth's ``transform`` (MRI -> CT/PET, as written to mri_to_ct.tfm) and
+    ``anatomy_to_mri`` entries."""
     m = pose.mri_to_ct
-    compressed = grade in ("2", "3")
     return {
-        "grade": grade,
-        "seed": seed,
         "transform": {
             "file": "mri_to_ct.tfm",
             "type": "Euler3DTransform",
@@ -350,14 +357,45 @@ def _truth_document(
             "center": list(map(float, m.GetCenter())),
             "rotation_deg": pose_params["ct_rotation_deg"],
         },
-        "cord_axis_lps": {
-            "point": list(map(float, pose.origin_lps)),
-            "direction": list(map(float, axis_dir)),
-        },
         "anatomy_to_mri": {
             "rotation": pose.rotation.tolist(),
             "origin_lps": list(map(float, pose.origin_lps)),
             "tilt_deg": pose_params["tilt_deg"],
+        },
+    }
+
+
+def pet_truth() -> dict:
+    """The truth's tissue SUVs and the PET acquisition written into the DICOM headers."""
+    return {
+        "suv": dict(zip(TISSUE_NAMES, map(float, SUV_LEVELS), strict=True)),
+        "pet": {
+            "dose_bq": PET_DOSE_BQ,
+            "half_life_s": F18_HALF_LIFE_S,
+            "uptake_s": PET_UPTAKE_S,
+            "weight_kg": PATIENT_WEIGHT_KG,
+            "suvbw_factor_g_per_bq": PATIENT_WEIGHT_KG
+            * 1000.0
+            / (PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)),
+        },
+    }
+
+
+def _truth_document(
+    anatomy: PhantomAnatomy, pose: Pose, pose_params: dict, grade: str, seed: int
+) -> dict:
+    t = compute_truth(anatomy)
+    ref, worst = t["reference"], t["worst"]
+    axis_dir = pose.rotation[:, 2]
+    worst_lps = pose.mri_from_anatomy(np.array([0.0, worst["cord_centroid_y_mm"], worst["z_mm"]]))
+    compressed = grade in ("2", "3")
+    return {
+        "grade": grade,
+        "seed": seed,
+        **pose_truth(pose, pose_params),
+        "cord_axis_lps": {
+            "point": list(map(float, pose.origin_lps)),
+            "direction": list(map(float, axis_dir)),
         },
         "mass_volume_ml": t["mass_volume_mm3"] / 1000.0,
         "cord_reference_csa_mm2": ref["cord_csa_mm2"],
@@ -387,16 +425,7 @@ def _truth_document(
             "tip_y_mm": anatomy.mass_tip_y,
             "craniocaudal_extent_mm": 2 * anatomy.mass_az,
         },
-        "suv": dict(zip(TISSUE_NAMES, map(float, SUV_LEVELS), strict=True)),
-        "pet": {
-            "dose_bq": PET_DOSE_BQ,
-            "half_life_s": F18_HALF_LIFE_S,
-            "uptake_s": PET_UPTAKE_S,
-            "weight_kg": PATIENT_WEIGHT_KG,
-            "suvbw_factor_g_per_bq": PATIENT_WEIGHT_KG
-            * 1000.0
-            / (PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)),
-        },
+        **pet_truth(),
         "grids": {"mri": MRI_GRID, "ct": CT_GRID, "pet": PET_GRID},
         "partial_volume": PARTIAL_VOLUME_NOTE,
     }

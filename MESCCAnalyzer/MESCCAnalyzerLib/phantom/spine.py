@@ -24,7 +24,6 @@ frame (exact up to a 1D quadrature).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -32,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.uid import generate_uid
 
 from ..errors import InputError
-from ..outputs import atomic_dir, check_output_dir, save_image
+from ..outputs import atomic_dir, check_output_dir
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .anatomy import (
     CORD,
@@ -43,27 +41,30 @@ from .anatomy import (
     CSF,
     CT_HU,
     DISC,
-    F18_HALF_LIFE_S,
     FAT,
     GRADES,
     MARROW,
     MASS,
     OTHER,
-    PATIENT_WEIGHT_KG,
-    PET_DOSE_BQ,
-    PET_UPTAKE_S,
-    SUV_LEVELS,
     T1_LEVELS,
     T2_LEVELS,
-    TISSUE_NAMES,
     TISSUE_TO_LABEL,
     PhantomAnatomy,
     ellipse_q,
     make_anatomy,
-    rotation_matrix,
 )
-from .files import write_pet_dicom
-from .imaging import Grid, Pose, partial_volume_mean, rician, tissue_on_grid
+from .files import write_study_files
+from .imaging import (
+    Grid,
+    Pose,
+    partial_volume_mean,
+    pet_from_tissue,
+    pet_truth,
+    pose_at,
+    pose_truth,
+    rician,
+    tissue_on_grid,
+)
 from .truth import compute_truth, section_truth
 
 # ---------------------------------------------------------------------------------------
@@ -614,17 +615,6 @@ class SpineStudy:
     pose: Pose = field(repr=False)
 
 
-def _make_pose(params: dict) -> Pose:
-    origin = np.asarray(params["origin_offset_mm"], dtype=np.float64)
-    mri_to_ct = sitk.Euler3DTransform()
-    mri_to_ct.SetCenter(tuple(float(v) for v in origin))
-    mri_to_ct.SetRotation(*[math.radians(a) for a in params["ct_rotation_deg"]])
-    mri_to_ct.SetTranslation(tuple(float(v) for v in params["ct_translation_mm"]))
-    return Pose(
-        rotation=rotation_matrix(*params["tilt_deg"]), origin_lps=origin, mri_to_ct=mri_to_ct
-    )
-
-
 def _ct_from_mri(pose: Pose, p_lps: np.ndarray) -> np.ndarray:
     m = pose.mri_to_ct
     matrix = np.asarray(m.GetMatrix()).reshape(3, 3)
@@ -715,19 +705,7 @@ def _spine_ct(spine, pose, ct_grid, grids: SpineGrids, rng, cancel):
 
 def _spine_pet(ct_grid, pet_grid, ct_tissue, grids: SpineGrids, rng) -> sitk.Image:
     """Tissue SUVs on the CT grid, blurred by the scanner's resolution, onto the PET grid."""
-    suv_fine = ct_grid.image(SUV_LEVELS[ct_tissue].astype(np.float32))
-    sigma = grids.pet_fwhm_mm / (2 * math.sqrt(2 * math.log(2)))
-    suv_fine = sitk.SmoothingRecursiveGaussian(suv_fine, sigma)
-    pet = sitk.Resample(
-        suv_fine,
-        pet_grid.image(np.zeros(pet_grid.size[::-1], np.float32)),
-        sitk.Transform(),
-        sitk.sitkLinear,
-        0.0,
-    )
-    pet_arr = sitk.GetArrayFromImage(pet).astype(np.float64)
-    pet_arr = np.clip(pet_arr * (1 + rng.normal(0, 0.04, pet_arr.shape)), 0.0, None)
-    return pet_grid.image(pet_arr)
+    return pet_from_tissue(ct_grid, ct_tissue, pet_grid, grids.pet_fwhm_mm, rng)
 
 
 def make_spine_phantom(
@@ -751,7 +729,7 @@ def make_spine_phantom(
     progress = progress or no_progress
     grids = grids or SpineGrids()
     spine, params = make_spine_anatomy(tuple(levels), tuple(lesions), seed)
-    pose = _make_pose(params)
+    pose = pose_at(params, params["origin_offset_mm"])
     rng = np.random.default_rng(params["noise_seed"])  # drawn for the MRI, the CT, the PET
     g = spine_grids(spine, pose, grids)
     progress(0.0, "MRI")
@@ -953,7 +931,6 @@ def spine_truth(
         "canal_free_min_area_mm2": canal_area,
     }
     levels = _levels_truth(spine, pose, rest, canal_area)
-    m = pose.mri_to_ct
     present = sorted(int(v) for v in np.unique(vertebra_map) if v)
     return {
         "kind": "whole_spine",
@@ -963,20 +940,7 @@ def spine_truth(
         "vertebrae_in_image": {str(v): level_name(v) for v in present},
         "kyphosis_deg": spine.kyphosis_deg,
         "lordosis_deg": spine.lordosis_deg,
-        "transform": {
-            "file": "mri_to_ct.tfm",
-            "type": "Euler3DTransform",
-            "convention": "maps a point of the MRI physical space (LPS) to the same anatomy in the CT/PET physical space (ITK fixed=MRI, moving=CT)",
-            "matrix": [list(map(float, m.GetMatrix()[i : i + 3])) for i in (0, 3, 6)],
-            "translation": list(map(float, m.GetTranslation())),
-            "center": list(map(float, m.GetCenter())),
-            "rotation_deg": params["ct_rotation_deg"],
-        },
-        "anatomy_to_mri": {
-            "rotation": pose.rotation.tolist(),
-            "origin_lps": list(map(float, pose.origin_lps)),
-            "tilt_deg": params["tilt_deg"],
-        },
+        **pose_truth(pose, params),
         "centreline": _centreline_truth(spine, pose),
         "cord_reference_csa_mm2": rest_section.cord_csa_mm2,
         "cord_ap_reference_mm": rest_section.cord_ap_mm,
@@ -985,16 +949,7 @@ def spine_truth(
         "canal_area_mm2": canal_area,
         "lesions": [_lesion_truth(spine, lesion, pose) for lesion in spine.lesions],
         "levels": levels,
-        "suv": dict(zip(TISSUE_NAMES, map(float, SUV_LEVELS), strict=True)),
-        "pet": {
-            "dose_bq": PET_DOSE_BQ,
-            "half_life_s": F18_HALF_LIFE_S,
-            "uptake_s": PET_UPTAKE_S,
-            "weight_kg": PATIENT_WEIGHT_KG,
-            "suvbw_factor_g_per_bq": PATIENT_WEIGHT_KG
-            * 1000.0
-            / (PET_DOSE_BQ * 2.0 ** (-PET_UPTAKE_S / F18_HALF_LIFE_S)),
-        },
+        **pet_truth(),
         "grids": {
             name: {
                 "size": list(grid.size),
@@ -1048,33 +1003,7 @@ def write_spine_phantom(
     progress(0.88, "writing")
     tag = "-".join(f"{level}{grade}" for level, grade in lesions) or "nomass"
     patient_id = f"MESCC-SPINE-{levels[0]}{levels[1]}-{tag}-{seed}"
-    study_uid = generate_uid(entropy_srcs=[f"study-{patient_id}"])
-    frame_uid = generate_uid(entropy_srcs=[f"frame-scanner-{patient_id}"])
     with atomic_dir(out) as tmp:
-        for name in ("t2", "t1", "ct", "labels", "vertebrae"):
-            save_image(getattr(study, name), tmp / f"{name}.nii.gz")
-        encoded = write_pet_dicom(
-            study.pet_suv,
-            tmp / "pet_dicom",
-            patient_id=patient_id,
-            study_uid=study_uid,
-            frame_uid=frame_uid,
-            seed=seed,
-        )
-        save_image(sitk.Cast(encoded, sitk.sitkFloat32), tmp / "pet_suv.nii.gz")
-        sitk.WriteTransform(study.mri_to_ct, str(tmp / "mri_to_ct.tfm"))
-        truth = dict(study.truth)
-        truth["patient_id"] = patient_id
-        truth["files"] = {
-            "t2": "t2.nii.gz",
-            "t1": "t1.nii.gz",
-            "ct": "ct.nii.gz",
-            "pet_dicom": "pet_dicom",
-            "pet_suv": "pet_suv.nii.gz",
-            "labels": "labels.nii.gz",
-            "vertebrae": "vertebrae.nii.gz",
-            "transform": "mri_to_ct.tfm",
-        }
-        (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+        write_study_files(tmp, study, ("t2", "t1", "ct", "labels", "vertebrae"), patient_id, seed)
     progress(1.0, "done")
     return out
