@@ -649,20 +649,3 @@ def _touches_faces(changed: np.ndarray, lo, hi, shape) -> bool:
             if changed[tuple(index)].any():
                 return True
     return False
-
-
-def grow_paths(
-    images: Sequence[sitk.Image],
-    seeds: sitk.Image,
-    *,
-    roi: sitk.Image | None = None,
-    smoothing_mm: float = 0.0,
-    keep_labels: Sequence[int] | None = STRUCTURE_LABELS,
-    params: PathParameters | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCallback | None = None,
-) -> sitk.Image:
-    """One-shot :class:`PathGrower` run: the labelmap grown from ``seeds`` over ``images``."""
-    return PathGrower(images, roi=roi, params=params).grow(
-        seeds, keep_labels=keep_labels, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel
-    )
