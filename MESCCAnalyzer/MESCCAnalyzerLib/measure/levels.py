@@ -128,8 +128,10 @@ def _subsample(points: np.ndarray, n: int) -> np.ndarray:
     return points[np.linspace(0, len(points) - 1, n).astype(np.int64)]
 
 
-def _intervals(centres: np.ndarray, extents: list[tuple[float, float]]):
-    """Consecutive bodies (sorted by arc) meet half-way between their facing ends."""
+def _level_map(names, centres, extents, *, named: bool, source: str) -> LevelMap:
+    """Levels from bodies (arc centre and extent each): consecutive bodies meet half-way
+    between their facing ends; cranial first. ``names`` None: numbered from the top."""
+    centres = np.asarray(centres, dtype=float)
     order = np.argsort(centres)
     lo = np.array([extents[i][0] for i in order], dtype=float)
     hi = np.array([extents[i][1] for i in order], dtype=float)
@@ -142,7 +144,16 @@ def _intervals(centres: np.ndarray, extents: list[tuple[float, float]]):
         )
         bounds_hi[a] = mid
         bounds_lo[a + 1] = mid
-    return order, bounds_lo, bounds_hi
+    cranial_first = order[::-1]
+    return LevelMap(
+        names=[names[i] for i in cranial_first]
+        if names is not None
+        else [f"level {n + 1}" for n in range(len(order))],
+        arc_lo=bounds_lo[::-1],
+        arc_hi=bounds_hi[::-1],
+        named=named,
+        source=source,
+    )
 
 
 def check_grid(image: sitk.Image, reference: sitk.Image, path) -> None:
@@ -191,15 +202,7 @@ def levels_from_vertebrae(
         names.append(verse_name(label))
     if not names:
         raise InputError("no vertebra of the labelmap lies along the cord", path=path)
-    order, lo, hi = _intervals(np.array(centres), extents)
-    ranked = np.argsort(-np.array(centres)[order])  # cranial first
-    return LevelMap(
-        names=[names[order[i]] for i in ranked],
-        arc_lo=lo[ranked],
-        arc_hi=hi[ranked],
-        named=True,
-        source="vertebrae",
-    )
+    return _level_map(names, centres, extents, named=True, source="vertebrae")
 
 
 def bodies_from_bone(bone: sitk.Image, line: Centerline) -> list[tuple[float, float]]:
@@ -286,16 +289,8 @@ def levels_from_anchor(
         if name is not None:
             names.append(name)
             kept.append(body)
-    centres = np.array([(lo + hi) / 2 for lo, hi in kept])
-    order, lo, hi = _intervals(centres, kept)
-    ranked = np.argsort(-centres[order])
-    return LevelMap(
-        names=[names[order[i]] for i in ranked],
-        arc_lo=lo[ranked],
-        arc_hi=hi[ranked],
-        named=True,
-        source="anchor",
-    )
+    centres = [(lo + hi) / 2 for lo, hi in kept]
+    return _level_map(names, centres, kept, named=True, source="anchor")
 
 
 def levels_unnamed(line: Centerline, bone: sitk.Image | None = None) -> LevelMap:
@@ -305,13 +300,5 @@ def levels_unnamed(line: Centerline, bone: sitk.Image | None = None) -> LevelMap
         edges = np.arange(line.arc_mm[-1], line.arc_mm[0], -UNNAMED_STEP_MM)[::-1]
         edges = np.concatenate([[line.arc_mm[0]], edges])
         bodies = [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
-    centres = np.array([(lo + hi) / 2 for lo, hi in bodies])
-    order, lo, hi = _intervals(centres, bodies)
-    ranked = np.argsort(-centres[order])
-    return LevelMap(
-        names=[f"level {n + 1}" for n in range(len(ranked))],
-        arc_lo=lo[ranked],
-        arc_hi=hi[ranked],
-        named=False,
-        source="unnamed",
-    )
+    centres = [(lo + hi) / 2 for lo, hi in bodies]
+    return _level_map(None, centres, bodies, named=False, source="unnamed")
