@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -89,6 +90,18 @@ def _marked(folder: Path) -> bool:
     return marker.is_file() and not marker.is_symlink()
 
 
+def _kind(path: Path) -> str | None:
+    """``"link"``, ``"dir"``, ``"other"`` or None (absent), from one ``lstat``: a folder that
+    another writer is swapping at that moment is seen either before or after, never half."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # absent, or below a file
+        return None
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "dir" if stat.S_ISDIR(mode) else "other"
+
+
 def written_by_us(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` may be replaced: it holds the :data:`MARKER` file, lies directly in a
     folder that does (a part of an output, such as ``models/``), or is empty."""
@@ -97,8 +110,11 @@ def written_by_us(folder: str | os.PathLike) -> bool:
         return False
     if _marked(folder) or _marked(folder.parent):
         return True
-    with os.scandir(folder) as entries:
-        return next(entries, None) is None
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except FileNotFoundError:  # another writer is swapping it right now
+        return False
 
 
 def _check_name(path: Path, given) -> None:
@@ -144,14 +160,15 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         raise OutputError(
             "is the current folder or holds it", path=given, hint="give a new folder for the output"
         )
-    if path.is_symlink():
+    kind = _kind(path)
+    if kind == "link":
         raise OutputError(
             "is a symbolic link", path=given, hint="give the folder itself, or a new folder"
         )
-    if path.exists():
-        if not path.is_dir():
+    if kind is not None:
+        if kind != "dir":
             raise OutputError("exists and is not a folder", path=given)
-        if not written_by_us(path):
+        if not written_by_us(path) and _kind(path) is not None:
             raise OutputError(
                 f"exists and was not written by mescc (no {MARKER} file): refusing to replace it",
                 path=given,
@@ -437,10 +454,11 @@ def atomic_dir(path: str | os.PathLike, *, part_of_output: bool = False) -> Iter
     a subfolder (``models/``) of an output folder that carries the marker itself.
     """
     final = Path(path)
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
+    kind = _kind(final)
+    if kind in ("link", "other"):
         raise OutputError("exists and is not a folder", path=final)
-    if final.exists() and not written_by_us(final):
-        check_output_dir(final)  # raises the one-line refusal
+    if kind == "dir" and not written_by_us(final):
+        check_output_dir(final)  # raises the one-line refusal (unless it was being swapped)
     _make_parent(final)
     clean_leftovers(final)
     try:
