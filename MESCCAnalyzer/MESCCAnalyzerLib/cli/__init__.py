@@ -20,6 +20,7 @@ from .terminal import Terminal
 COMMANDS = [
     "info",
     "suv",
+    "adc",
     "phantom",
     "register",
     "segment",

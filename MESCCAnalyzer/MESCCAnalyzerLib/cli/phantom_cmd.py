@@ -6,6 +6,7 @@ import json
 
 from ..errors import InputError
 from ..phantom import GRADES, write_phantom
+from ..phantom.dwi import LAYOUTS as DWI_LAYOUTS
 from ..phantom.spine import (
     DEFAULT_LESIONS,
     VERSE_LABELS,
@@ -38,6 +39,18 @@ def add_arguments(parser):
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed: noise, pose, transform, small size jitter"
     )
+    parser.add_argument(
+        "--dwi",
+        nargs="?",
+        const="standard",
+        default=None,
+        choices=DWI_LAYOUTS,
+        metavar="LAYOUT",
+        help="also write a diffusion series (b = 0, 50, 400, 800, six directions; tissues of "
+        "known ADC): dwi_dicom/ with the tags of LAYOUT (standard (default), siemens, ge, "
+        "philips or enhanced), dwi.nii.gz with dwi.bval and dwi.bvec, mri_to_dwi.tfm; "
+        "single-level phantom only",
+    )
     spine = parser.add_argument_group("whole spine")
     spine.add_argument(
         "--spine",
@@ -61,10 +74,14 @@ def add_arguments(parser):
 
 def run(args, term) -> int:
     if args.spine or args.levels is not None or args.lesions is not None:
+        if args.dwi is not None:
+            raise InputError(
+                "--dwi is for the single-level phantom", hint="leave out --spine/--levels/--lesions"
+            )
         return _run_spine(args, term)
     grade = args.grade or "2"
     term.stage("phantom")
-    out = write_phantom(args.out, grade, args.seed, progress=term.progress)
+    out = write_phantom(args.out, grade, args.seed, dwi_layout=args.dwi, progress=term.progress)
     term.finish()
     truth = json.loads((out / "truth.json").read_text())
     print(f"phantom grade {truth['grade']} (seed {truth['seed']}) written to {out}")
@@ -73,6 +90,11 @@ def run(args, term) -> int:
         f"{truth['cord_reference_csa_mm2']:.1f} mm2 (ratio {truth['cord_csa_ratio']:.2f}), "
         f"MSCC {truth['mscc_percent']:.1f} %"
     )
+    if "dwi" in truth:
+        adc_text = ", ".join(
+            f"{name} {truth['dwi']['adc'][name]:.0f}" for name in ("cord", "csf", "mass", "marrow")
+        )
+        print(f"  DWI ({truth['dwi']['layout']} tags): ADC {adc_text} x 1e-6 mm2/s")
     return 0
 
 

@@ -15,7 +15,8 @@ import SimpleITK as sitk
 from ..outputs import atomic_dir, check_output_dir, save_image
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .anatomy import F18_HALF_LIFE_S, PATIENT_HEIGHT_M, PATIENT_WEIGHT_KG, PET_DOSE_BQ, PET_UPTAKE_S
-from .dicom import write_mri_ct_dicom
+from .dicom import uid_from, write_mri_ct_dicom
+from .dwi import make_phantom_dwi, write_dwi_files
 from .imaging import make_phantom
 
 
@@ -184,34 +185,58 @@ def write_phantom(
     grade: str = "2",
     seed: int = 0,
     *,
+    dwi_layout: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> Path:
     """Generate the phantom and write its files into ``out_dir`` (atomically, as a whole).
 
     ``out_dir`` must be new, empty, or a folder mescc wrote: any other existing folder is
-    refused (before the phantom is made) so that no user data is overwritten.
+    refused (before the phantom is made) so that no user data is overwritten. With
+    ``dwi_layout`` (one of :data:`.dwi.LAYOUTS`) the diffusion series is written too
+    (:mod:`.dwi`); the other files are the same with or without it.
     """
     out = check_output_dir(out_dir)
     progress = progress or no_progress
     study = make_phantom(grade, seed, progress=lambda f, m: progress(0.8 * f, m), cancel=cancel)
     check(cancel)
+    dwi = None
+    if dwi_layout is not None:
+        progress(0.8, "DWI")
+        dwi = make_phantom_dwi(study.anatomy, study.pose, seed, cancel=cancel)
     progress(0.85, "writing")
     patient_id = f"MESCC-PHANTOM-{grade}-{seed}"
     with atomic_dir(out) as tmp:
         write_study_files(
-            tmp, study, ("t2", "t1", "ct", "labels"), patient_id, seed, mri_ct_dicom=True
+            tmp,
+            study,
+            ("t2", "t1", "ct", "labels"),
+            patient_id,
+            seed,
+            mri_ct_dicom=True,
+            dwi=dwi,
+            dwi_layout=dwi_layout or "standard",
         )
     progress(1.0, "done")
     return out
 
 
 def write_study_files(
-    folder: Path, study, image_names, patient_id: str, seed: int, *, mri_ct_dicom: bool = False
+    folder: Path,
+    study,
+    image_names,
+    patient_id: str,
+    seed: int,
+    *,
+    mri_ct_dicom: bool = False,
+    dwi=None,
+    dwi_layout: str = "standard",
 ) -> dict:
     """Write a phantom study's files into ``folder`` (a temporary folder of ``atomic_dir``):
     the named images (NIfTI), the PET as a DICOM series in Bq/ml and as SUV, the true
-    transform, optionally the T2 and CT as DICOM series, and ``truth.json`` listing them."""
+    transform, optionally the T2 and CT as DICOM series and the diffusion series ``dwi``
+    (a :class:`.dwi.PhantomDWI`, DICOM in ``dwi_layout``; its truth under ``"dwi"``), and
+    ``truth.json`` listing them."""
     study_uid = _uid(f"study-{patient_id}")
     frame_uid = _uid(f"frame-scanner-{patient_id}")
     files = {}
@@ -241,5 +266,18 @@ def write_study_files(
             )
         )
     truth = {**study.truth, "patient_id": patient_id, "files": files}
+    if dwi is not None:
+        files.update(
+            write_dwi_files(
+                dwi,
+                folder,
+                layout=dwi_layout,
+                patient_id=patient_id,
+                study_uid=study_uid,
+                frame_uid=uid_from(f"frame-mri-{patient_id}"),
+                seed=seed,
+            )
+        )
+        truth["dwi"] = {**dwi.truth, "layout": dwi_layout}
     (folder / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
