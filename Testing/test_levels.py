@@ -156,10 +156,12 @@ def a_measured_spine(tmp_path_factory):
 def test_the_analysis_names_every_level_and_flags_the_compressed_ones(a_measured_spine):
     study, result, _ = a_measured_spine
     m = result.metrics
-    truth_levels = [lvl["name"] for lvl in study.truth["levels"]]
+    in_image = list(study.truth["vertebrae_in_image"].values())  # cranial first
     names = [row["level"] for row in m["levels"]]
     assert m["levels_named"] and m["level_source"] == "vertebrae"
-    assert names == [n for n in truth_levels if n in names] and {"T4", "T6", "T8"} <= set(names)
+    start = in_image.index(names[0])
+    assert names == in_image[start : start + len(names)]  # consecutive, cranial first
+    assert {lvl["name"] for lvl in study.truth["levels"]} - {"T3", "T9"} <= set(names)
     flagged = {row["level"] for row in m["levels"] if row["flagged"]}
     # grade 2 at T4 and grade 3 at T8 deform the cord; the grade-0 mass at T6 does not
     assert {"T4", "T8"} <= flagged and "T6" not in flagged

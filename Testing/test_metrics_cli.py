@@ -184,17 +184,26 @@ def _refused(capsys, argv, out, *expected):
     [
         ("no_cord.nii.gz", lambda a: np.where(a == 1, 2, a).astype(np.uint8), "spinal_cord (1)"),
         ("no_csf.nii.gz", lambda a: np.where(a == 2, 0, a).astype(np.uint8), "csf (2)"),
-        (
-            "no_mass.nii.gz",
-            lambda a: np.where(a == 3, 0, a).astype(np.uint8),
-            "the mass label is empty",
-        ),
     ],
 )
 def test_missing_structures_are_refused(grade2, tmp_path, capsys, name, change, message):
     path = _with_labels(grade2, tmp_path, name, change)
     out = tmp_path / "out"
     _refused(capsys, ["metrics", "--labels", str(path), "--out", str(out)], out, str(path), message)
+
+
+def test_a_labelmap_without_a_mass_is_measured_without_a_lesion(grade2, tmp_path, capsys):
+    path = _with_labels(grade2, tmp_path, "no_mass.nii.gz", lambda a: np.where(a == 3, 0, a))
+    out = tmp_path / "out"
+    assert cli.main(["metrics", "--labels", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("No lesion: no epidural mass")
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["lesions"] == [] and m["lesion_count"] == 0 and m["worst_lesion_id"] is None
+    assert m["bilsky_grade"] is None and m["mscc_percent"] is None
+    assert m["levels"] and all(r["lesion_ids"] == [] for r in m["levels"])
+    assert not (out / "models" / "mass.vtp").exists() and (out / "models" / "cord.vtp").exists()
+    assert not (out / "lesions.nii.gz").exists()
 
 
 def test_a_2d_labelmap_is_refused(tmp_path, capsys):

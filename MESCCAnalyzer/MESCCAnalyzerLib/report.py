@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import vtk
+from vtk.util import numpy_support
 
 from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, __version__
 from .measure.definitions import report_metrics
+from .measure.lesions import lesion_colour
 from .outputs import write_text
 
 LABEL_COLOURS = {
@@ -158,7 +160,7 @@ def slice_views_png(inputs: ReportInputs) -> str:
 
 
 def profile_png(inputs: ReportInputs) -> str:
-    """Cord CSA and AP diameter along the centreline, mass extent shaded."""
+    """Cord CSA and AP diameter along the centreline, each lesion's extent shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,11 +177,15 @@ def profile_png(inputs: ReportInputs) -> str:
     ax2 = ax1.twinx()
     ax2.plot(arc, s["cord_ap_mm"], color="tab:green", linestyle="--", label="cord AP diameter (mm)")
     ax2.set_ylabel("diameter (mm)")
-    mass = np.asarray(s.get("mass_area_mm2", np.zeros_like(arc)), dtype=float)
-    inside = np.nan_to_num(mass) > 0
-    if inside.any():
+    for lesion in inputs.metrics.get("lesions") or []:
+        lo, hi = lesion["arc_range_mm"]
+        where = ", ".join(lesion.get("levels") or [])
         ax1.axvspan(
-            arc[inside].min(), arc[inside].max(), color="red", alpha=0.12, label="mass extent"
+            lo,
+            hi,
+            color=lesion_colour(lesion["id"]),
+            alpha=0.15,
+            label=f"lesion {lesion['id']}" + (f" ({where})" if where else ""),
         )
     lines = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax1.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
@@ -226,9 +232,28 @@ def render_models_png(
         actor.GetProperty().SetOpacity(opacity)
         renderer.AddActor(actor)
 
+    def add_lesions(poly):
+        """The mass model, each lesion in its colour (its points' ``lesion_id``)."""
+        ids = None if poly is None else poly.GetPointData().GetArray("lesion_id")
+        if ids is None:
+            add(poly, LABEL_COLOURS[LABEL_MASS], 0.55)
+            return
+        for lesion_id in np.unique(numpy_support.vtk_to_numpy(ids)):
+            keep = vtk.vtkThreshold()
+            keep.SetInputData(poly)
+            keep.SetInputArrayToProcess(
+                0, 0, 0, vtk.vtkDataObject.FIELD_ASSOCIATION_POINTS, "lesion_id"
+            )
+            keep.SetLowerThreshold(float(lesion_id) - 0.5)
+            keep.SetUpperThreshold(float(lesion_id) + 0.5)
+            surface = vtk.vtkGeometryFilter()
+            surface.SetInputConnection(keep.GetOutputPort())
+            surface.Update()
+            add(surface.GetOutput(), lesion_colour(int(lesion_id)), 0.55)
+
     add(models.get("sac"), LABEL_COLOURS[LABEL_CSF], 0.25)
     add(models.get("cord"), LABEL_COLOURS[LABEL_CORD], 1.0, "DistanceToMass_mm")
-    add(models.get("mass"), LABEL_COLOURS[LABEL_MASS], 0.55)
+    add_lesions(models.get("mass"))
     bar = vtk.vtkScalarBarActor()
     bar.SetLookupTable(lut)
     bar.SetTitle("cord to mass (mm)")
@@ -296,7 +321,7 @@ def levels_table_html(metrics: dict) -> str:
         f"<td class=num>{number(r['cord_min_csa_mm2'])}</td>"
         f"<td class=num>{number(r['cord_ap_min_mm'])}</td>"
         f"<td class=num>{number(r['canal_min_area_mm2'])}</td>"
-        f"<td>{'mass' if r['lesion_ids'] else ''}</td>"
+        f"<td>{', '.join(str(i) for i in r['lesion_ids'])}</td>"
         f"<td>{html.escape(r['flag_reason']) if r['flagged'] else ''}</td></tr>"
         for r in rows
     )
@@ -311,6 +336,63 @@ def levels_table_html(metrics: dict) -> str:
         "<th>cord CSA, min (mm²)</th><th>cord AP, min (mm)</th><th>canal area, min (mm²)</th>"
         f"<th>lesion</th><th>narrowing against its neighbours</th></tr>{body}</table>"
     )
+
+
+LESION_ROWS = (
+    ("bilsky_grade", "Bilsky grade", "", "{}"),
+    ("mscc_percent", "MSCC", "%", "{:.1f}"),
+    ("mcc_percent", "MCC", "%", "{:.1f}"),
+    ("cord_csa_ratio", "Cord CSA ratio", "", "{:.2f}"),
+    ("canal_compromise_percent", "Canal compromise", "%", "{:.1f}"),
+    ("mass_volume_ml", "Mass volume", "ml", "{:.2f}"),
+    ("mass_cord_min_distance_mm", "Gap to the cord", "mm", "{:.1f}"),
+    ("mass_sac_min_distance_mm", "Gap to the thecal sac", "mm", "{:.1f}"),
+    ("mass_circumferential_extent_deg", "Circumferential extent", "°", "{:.0f}"),
+    ("suv_max", "SUVmax", "", "{:.2f}"),
+)
+
+GAP_FLAGS = {
+    "mass_cord_min_distance_mm": "gap_cord_under_3mm",
+    "mass_sac_min_distance_mm": "gap_sac_under_3mm",
+}
+
+
+def lesions_html(metrics: dict) -> str:
+    """One block per lesion: its levels, grade with the reason, and its main measures (gaps
+    under 3 mm marked, the goal of separation surgery before radiosurgery)."""
+    lesions = metrics.get("lesions")
+    if lesions is None:
+        return ""
+    if not lesions:
+        return (
+            "<h2>Lesions</h2><p id=no-lesion>No epidural mass was segmented: no lesion, no "
+            "grade. The cord and the canal are measured level by level below.</p>"
+        )
+    blocks = []
+    for lesion in lesions:
+        rows = []
+        for key, name, unit, fmt in LESION_ROWS:
+            value = lesion.get(key)
+            if value is None:
+                continue
+            text = fmt.format(value)
+            if lesion.get(GAP_FLAGS.get(key, "")):
+                text += " (under 3 mm)"
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td class=num>{html.escape(text)}</td>"
+                f"<td>{html.escape(unit)}</td></tr>"
+            )
+        r, g, b = (int(255 * c) for c in lesion_colour(lesion["id"]))
+        where = ", ".join(lesion.get("levels") or []) or "–"
+        worst = "" if lesion["id"] != metrics.get("worst_lesion_id") else " · grades the study"
+        blocks.append(
+            f"<div class=lesion id=lesion-{lesion['id']}>"
+            f"<h3><span class=swatch style='background: rgb({r},{g},{b})'></span>"
+            f"Lesion {lesion['id']} · {html.escape(where)}{worst}</h3>"
+            f"<div class=reason>{html.escape(str(lesion.get('bilsky_reason', '')))}</div>"
+            f"<table>{''.join(rows)}</table></div>"
+        )
+    return "<h2>Lesions</h2>" + "".join(blocks)
 
 
 def build_report_html(inputs: ReportInputs) -> str:
@@ -351,9 +433,13 @@ def build_report_html(inputs: ReportInputs) -> str:
     if m.get("worst_section_level"):
         worst_txt += f" (level {html.escape(str(m['worst_section_level']))})"
     levels = levels_table_html(m)
+    lesions = lesions_html(m)
+    grade = "none" if m.get("bilsky_grade") is None else str(m["bilsky_grade"])
+    several = len(m.get("lesions") or []) > 1
+    metrics_title = f"Metrics (the worst lesion, {m['worst_lesion_id']})" if several else "Metrics"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>MESCC report – Bilsky {html.escape(str(m.get("bilsky_grade", "?")))}</title>
+<title>MESCC report – Bilsky {html.escape(grade)}</title>
 <style>
 body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 h1 {{ margin-bottom: 0.2em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }}
@@ -361,16 +447,17 @@ h1 {{ margin-bottom: 0.2em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bott
 .reason {{ background: #fff6e6; border-left: 4px solid #e8a33d; padding: 0.6em 1em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 0.25em 0.7em; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }} td.def {{ color: #555; font-size: 0.9em; }}
-tr.flagged td {{ background: #fde8e8; }} img {{ max-width: 100%; }} .meta {{ color: #666; font-size: 0.9em; }} code {{ font-size: 0.85em; color: #666; }}
+tr.flagged td {{ background: #fde8e8; }} .swatch {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; border-radius: 2px; }} img {{ max-width: 100%; }} .meta {{ color: #666; font-size: 0.9em; }} code {{ font-size: 0.85em; color: #666; }}
 </style></head><body>
 <h1>Metastatic epidural spinal cord compression</h1>
 <p class=meta>MESCC Analyzer {__version__} · generated {_dt.datetime.now().strftime("%Y-%m-%d %H:%M")} · research software, not a medical device</p>
 <table class=kv>{ident}</table>
 <h2>Bilsky grade</h2>
-<div class=grade id=bilsky-grade>{html.escape(str(m.get("bilsky_grade", "?")))}</div>
+<div class=grade id=bilsky-grade>{html.escape(grade)}</div>
 <div class=reason id=bilsky-reason>{html.escape(str(m.get("bilsky_reason", "")))}</div>
 <p>Worst section (LPS, mm): {worst_txt}</p>
-<h2>Metrics</h2>
+{lesions}
+<h2>{metrics_title}</h2>
 <table id=metrics><tr><th>measure</th><th>value</th><th>unit</th><th>definition</th><th>key</th></tr>{"".join(rows)}</table>
 {levels}
 <h2>Images through the worst section</h2>

@@ -135,7 +135,9 @@ def run(args, term) -> int:
     saved = load_analysis(args.analysis, mri.image)
     sources = check_sources(mri, ct, saved.mri_to_ct)
     term.stage("build DICOM")
-    exports = build_exports(sources, saved.labels, saved.metrics, prv_mm=args.prv_mm)
+    exports = build_exports(
+        sources, saved.labels, saved.metrics, lesion_map=saved.lesion_map, prv_mm=args.prv_mm
+    )
     write_and_send(exports, out, node, args, term)
     summary(exports, out, node)
     return 0

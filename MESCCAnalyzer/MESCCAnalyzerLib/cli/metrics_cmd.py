@@ -10,6 +10,7 @@ from ..measure.levels import check_grid, parse_anchor
 from ..outputs import atomic_dir, check_output_dir, guard_outputs
 from .args import positive_float
 from .level_args import add_level_arguments
+from .summary import metrics_lines
 
 HELP = "3D cord compression metrics (MSCC, MCC, CSA, ...), Bilsky grade and surface models"
 DESCRIPTION = (
@@ -94,18 +95,6 @@ def run(args, term) -> int:
     with atomic_dir(out) as tmp:
         metrics_lib.write_metrics(result, tmp)
     term.finish()
-    m = result.metrics
-    print(f"Bilsky grade {m['bilsky_grade']}: {m['bilsky_reason']}")
-    print(
-        f"MSCC {m['mscc_percent']:.1f} %, MCC {m['mcc_percent']:.1f} %, cord CSA {m['cord_min_csa_mm2']:.1f} / "
-        f"{m['cord_reference_csa_mm2']:.1f} mm2 (ratio {m['cord_csa_ratio']:.2f}), canal compromise "
-        f"{m['canal_compromise_percent']:.1f} %, mass {m['mass_volume_ml']:.2f} ml"
-    )
-    named = "" if m["levels_named"] else " (levels numbered from the top: unnamed)"
-    print(
-        f"worst section at {m['worst_section_level']}, mass at {', '.join(m['mass_levels'])}{named}"
-    )
-    for note in m.get("notes", []):
-        print(f"note: {note}")
+    print("\n".join(metrics_lines(result.metrics)))
     print(f"wrote {out / 'metrics.json'}, {out / 'sections.csv'}, {out / 'models'}")
     return 0

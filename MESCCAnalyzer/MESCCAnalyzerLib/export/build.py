@@ -23,7 +23,8 @@ from pydicom.dataset import Dataset
 
 from ..errors import InputError
 from ..io.segfile import read_seg_nrrd
-from ..io.study import Volume
+from ..io.study import Volume, load_image
+from ..measure.metrics import LESION_MAP_FILE
 from ..outputs import atomic_dir, write_json
 from .codes import CORD
 from .planning import DEFAULT_PRV_MM, check_margin, dilated_onto, planning_summary
@@ -103,11 +104,13 @@ def build_exports(
     metrics: dict,
     *,
     lesions: Sequence[Lesion] | None = None,
+    lesion_map: sitk.Image | None = None,
     prv_mm: float = DEFAULT_PRV_MM,
 ) -> DicomExports:
     """SEG, SR and RTSTRUCT of a segmentation (labels 1-4 on the MRI grid) and its metrics.
 
-    ``lesions`` default to :func:`lesions_from_labels` (the mass as lesion 1 with ``metrics``).
+    ``lesions`` default to :func:`lesions_from_labels` (``metrics["lesions"]`` with their
+    voxels in ``lesion_map``).
     """
     prv_mm = check_margin(prv_mm)
     mri_image = sources.mri.image
@@ -117,7 +120,9 @@ def build_exports(
             path=sources.mri.source,
             hint="give the MRI series the analysis was made on",
         )
-    lesions = list(lesions) if lesions is not None else lesions_from_labels(labels, metrics)
+    lesions = (
+        list(lesions) if lesions is not None else lesions_from_labels(labels, metrics, lesion_map)
+    )
     structures = export_structures(labels, lesions)
     if not structures:
         raise InputError("the segmentation is empty: there is nothing to export")
@@ -160,6 +165,7 @@ class SavedAnalysis:
     labels: sitk.Image
     metrics: dict
     mri_to_ct: sitk.Transform | None
+    lesion_map: sitk.Image | None = None
 
 
 def load_analysis(folder: str | os.PathLike, mri: sitk.Image) -> SavedAnalysis:
@@ -195,4 +201,11 @@ def load_analysis(folder: str | os.PathLike, mri: sitk.Image) -> SavedAnalysis:
             transform = sitk.ReadTransform(str(transform_path))
         except RuntimeError:
             raise InputError("cannot read the registration", path=transform_path) from None
-    return SavedAnalysis(labels, metrics, transform)
+    lesion_map = None
+    map_path = folder / LESION_MAP_FILE
+    if map_path.is_file():
+        lesion_map = load_image(map_path)
+        if not same_grid(lesion_map, mri):
+            raise InputError("the lesion map does not lie on the MRI's grid", path=map_path)
+        lesion_map.CopyInformation(mri)
+    return SavedAnalysis(labels, metrics, transform, lesion_map)

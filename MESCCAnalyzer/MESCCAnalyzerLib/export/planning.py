@@ -20,10 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..measure.metrics import GAP_GOAL_MM
 from .structures import Lesion
-
-GAP_GOAL_MM = 3.0
-"""The gap separation surgery aims to create before spine radiosurgery."""
 
 DEFAULT_PRV_MM = 2.0
 

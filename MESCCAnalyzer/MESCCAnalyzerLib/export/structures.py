@@ -1,9 +1,9 @@
 """The structures the DICOM exports carry, as masks on the MRI grid: cord, CSF, thecal sac,
 each lesion, vertebrae.
 
-A study may hold several lesions (epidural masses); each comes with its own mask and its own
-metrics (the keys of ``metrics.json``). Until lesions are separated, the analysis's mass
-(label 3) and its metrics are lesion 1 (:func:`lesions_from_labels`).
+A study may hold several lesions (epidural masses); each comes with its own mask (the lesion
+map the metrics write) and its own metrics (its entry of ``metrics.json``'s ``lesions``),
+see :func:`lesions_from_labels`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
+from ..errors import InputError
+from ..measure.metrics import LESION_MAP_FILE
 from .codes import CORD, CSF, LESION, THECAL_SAC, VERTEBRAE, SegmentCode
 
 
@@ -41,11 +43,27 @@ class Structure:
     lesion: Lesion | None = None
 
 
-def lesions_from_labels(labels: sitk.Image, metrics: dict) -> list[Lesion]:
-    """Today's lesions: the mass label as lesion 1 with the analysis's metrics (none when
-    the mass is empty)."""
+def lesions_from_labels(
+    labels: sitk.Image, metrics: dict, lesion_map: sitk.Image | None = None
+) -> list[Lesion]:
+    """The analysis's lesions: each entry of ``metrics["lesions"]`` with its voxels in
+    ``lesion_map`` (the lesion ids the metrics wrote, ``lesions.nii.gz``). Without a lesion
+    list (an older analysis) or a map, the mass label is lesion 1 with the study's metrics;
+    none when the mass is empty."""
+    entries = metrics.get("lesions")
+    if entries is not None and lesion_map is not None:
+        ids = sitk.GetArrayFromImage(lesion_map)
+        return [Lesion(int(e["id"]), ids == int(e["id"]), dict(e)) for e in entries]
+    if entries is not None and len(entries) > 1:
+        raise InputError(
+            f"the analysis has {len(entries)} lesions but no lesion map ({LESION_MAP_FILE})",
+            hint="run mescc analyze again with this version",
+        )
     mass = sitk.GetArrayFromImage(labels) == LABEL_MASS
-    return [Lesion(1, mass, dict(metrics))] if mass.any() else []
+    if not mass.any():
+        return []
+    values = dict(entries[0]) if entries else dict(metrics)
+    return [Lesion(1, mass, values)]
 
 
 def thecal_sac_kji(labels_kji: np.ndarray) -> np.ndarray:

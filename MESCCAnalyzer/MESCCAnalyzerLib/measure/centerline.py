@@ -65,6 +65,15 @@ class Centerline:
             out[start : start + 4096] = np.argmin(d2, axis=1)
         return out
 
+    def arc_of_points(self, points_lps: np.ndarray) -> np.ndarray:
+        """Arc length (mm) of the section plane through each point: the nearest sample's arc
+        plus the point's offset along that sample's tangent. Unlike :meth:`index_of`, right
+        for points far from a curved cord (a mass in front of a kyphotic cord)."""
+        pts = np.asarray(points_lps, dtype=np.float64).reshape(-1, 3)
+        idx = self.nearest_index(pts)
+        offset = np.einsum("ij,ij->i", pts - self.points_lps[idx], self.tangents_lps[idx])
+        return self.arc_mm[idx] + offset
+
 
 def voxel_points_lps(mask: sitk.Image, values_kji: np.ndarray | None = None) -> np.ndarray:
     """LPS centres (N x 3) of the non-zero voxels of ``mask`` (or of a given boolean array)."""

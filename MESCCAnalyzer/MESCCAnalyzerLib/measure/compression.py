@@ -23,6 +23,7 @@ other is used and the result says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -499,16 +500,22 @@ def choose_reference(
     sections: Sections,
     mass_arc_range: tuple[float, float],
     *,
+    other_lesions: Sequence[tuple[float, float]] = (),
     gap_mm: float = REFERENCE_GAP_MM,
     length_mm: float = REFERENCE_LENGTH_MM,
 ) -> ReferenceLevels:
     """Reference sections: ``gap_mm`` to ``gap_mm + length_mm`` beyond each end of the mass.
 
-    A side with fewer than 3 valid sections in that stretch is not used (and the note says
-    so); when neither side has any, the valid sections farthest from the mass outside it (at
-    least 3 mm away) are used, and the note says how close they are.
+    Sections within ``gap_mm`` of another lesion (``other_lesions``: their arc ranges) are
+    never reference: a reference is normal cord outside every lesion. A side with fewer than
+    3 usable sections in that stretch is not used (and the note says so); when neither side
+    has any, the usable sections farthest from the mass outside it (at least 3 mm away) are
+    used, and the note says how close they are.
     """
-    arc, valid = sections.arc_mm, sections.valid
+    arc = sections.arc_mm
+    valid = sections.valid.copy()
+    for other_lo, other_hi in other_lesions:
+        valid &= (arc < other_lo - gap_mm) | (arc > other_hi + gap_mm)
     lo, hi = mass_arc_range
     above = np.nonzero(valid & (arc >= hi + gap_mm) & (arc <= hi + gap_mm + length_mm))[0]
     below = np.nonzero(valid & (arc <= lo - gap_mm) & (arc >= lo - gap_mm - length_mm))[0]
@@ -625,7 +632,11 @@ class _Slabs:
 
 
 def compression_measures(
-    sections: Sections, mass_arc_range: tuple[float, float], *, resolution_mm: float = 1.0
+    sections: Sections,
+    mass_arc_range: tuple[float, float],
+    *,
+    resolution_mm: float = 1.0,
+    other_lesions: Sequence[tuple[float, float]] = (),
 ) -> CompressionResult:
     """MSCC, MCC, canal compromise, CSA ratio, ... at the worst section (module docstring).
 
@@ -636,9 +647,10 @@ def compression_measures(
     not compressed there (MSCC below 10 %) it is the section with the smallest slab-mean
     thecal-sac AP diameter, i.e. where the mass encroaches most on the canal; and where the
     sac is not narrowed either (by less than ``resolution_mm``, one voxel) it is the section
-    where the mass's cross-section is largest.
+    where the mass's cross-section is largest. The reference sections lie outside this mass
+    and every one of ``other_lesions`` (their arc ranges, see :func:`choose_reference`).
     """
-    ref = choose_reference(sections, mass_arc_range)
+    ref = choose_reference(sections, mass_arc_range, other_lesions=other_lesions)
     notes = [ref.note] if ref.note else []
     in_mass = _sections_in_mass(sections, mass_arc_range)
     if len(in_mass) == 0:

@@ -247,6 +247,21 @@ METRICS: tuple[Metric, ...] = (
         "Mass-sac distance",
         "mm",
         "the same as `mass_cord_min_distance_mm` for mass and thecal sac",
+        summary="smallest gap between the mass and the thecal sac (0 when touching)",
+    ),
+    Metric(
+        "gap_cord_under_3mm",
+        "Cord gap under 3 mm",
+        "",
+        "true when `mass_cord_min_distance_mm` is under 3 mm, the gap separation surgery aims "
+        "to create before spine radiosurgery",
+        "Laufer I et al., J Neurosurg Spine 2013;18:207",
+    ),
+    Metric(
+        "gap_sac_under_3mm",
+        "Sac gap under 3 mm",
+        "",
+        "the same for `mass_sac_min_distance_mm`",
     ),
     Metric(
         "mass_volume_ml",
@@ -387,6 +402,37 @@ METRICS: tuple[Metric, ...] = (
         "Mass levels",
         "",
         "the vertebral levels the mass's cranio-caudal range reaches, cranial first",
+    ),
+    Metric(
+        "lesions",
+        "Lesions",
+        "",
+        "one entry per lesion (docs/methods.md, Lesions), cranial first: `id`, `levels`, "
+        "`arc_range_mm` and every per-lesion value of this table (the mass, compression, "
+        "contact, gap, grade, worst and reference section, uptake keys); the top-level values "
+        "are the worst lesion's",
+    ),
+    Metric("lesion_count", "Lesions, count", "", "the number of lesions (0: no mass)"),
+    Metric(
+        "worst_lesion_id",
+        "Worst lesion",
+        "",
+        "the id of the lesion that grades the study (highest grade, then highest MSCC); "
+        "null without a lesion",
+    ),
+    Metric(
+        "total_mass_volume_ml",
+        "Total mass volume",
+        "ml",
+        "sum of the lesions' `mass_volume_ml`",
+        summary="all lesions together",
+    ),
+    Metric(
+        "canal_measured",
+        "Canal measured",
+        "",
+        "false when the labels hold the cord only (no CSF): the thecal sac's measures are "
+        "then absent and the narrowing flags judge the cord alone",
     ),
     Metric(
         "levels",

@@ -118,10 +118,6 @@ class LevelMap:
         ]
 
 
-def _arc_of_points(line: Centerline, points: np.ndarray) -> np.ndarray:
-    return line.arc_mm[line.nearest_index(points)]
-
-
 def _subsample(points: np.ndarray, n: int) -> np.ndarray:
     if len(points) <= n:
         return points
@@ -190,7 +186,7 @@ def levels_from_vertebrae(
     centres, extents, names = [], [], []
     for label in present:
         pts = _subsample(voxel_points_lps(vertebrae, arr == label), MAX_POINTS_PER_BODY)
-        arc = _arc_of_points(line, pts)
+        arc = line.arc_of_points(pts)
         # Vertebrae beyond the cord's ends project onto its last sample: not along the cord.
         inside = (arc > line.arc_mm[0]) & (arc < line.arc_mm[-1])
         if inside.mean() < 0.5:
@@ -274,7 +270,7 @@ def levels_from_anchor(
 ) -> LevelMap:
     """Levels counted along the cord from the body that holds the anchor point."""
     bodies = bodies_from_bone(bone, line)
-    arc = float(_arc_of_points(line, np.asarray(anchor_lps, dtype=float)[None, :])[0])
+    arc = float(line.arc_of_points(np.asarray(anchor_lps, dtype=float)[None, :])[0])
     holder = next((i for i, (lo, hi) in enumerate(bodies) if lo <= arc <= hi), None)
     if holder is None or not _near_bone(bone, anchor_lps):
         raise InputError(

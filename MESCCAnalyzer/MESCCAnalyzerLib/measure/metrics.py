@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import vtk
+from vtk.util import numpy_support
 
 from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, LABEL_NAMES
 from ..errors import ComputationError, InputError
 from ..io.segfile import read_seg_nrrd
 from ..io.study import load_image
-from ..outputs import atomic_dir, write_json, write_text
+from ..outputs import atomic_dir, write_image, write_json, write_text
 from ..pet import uptake
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from ..segmentation.seeds import OTHER_LABEL, axial_axis_kji
 from . import bilsky, compression, narrowing, surfaces
+from . import lesions as lesion_regions
 from . import levels as level_maps
-from .centerline import Centerline, fit_centerline, voxel_points_lps
+from .centerline import Centerline, fit_centerline
 
 CROP_MARGIN_MM = 12.0
 #: a grown cord is a tube present on (nearly) every axial slice between its ends; seed
@@ -39,6 +41,8 @@ CROP_MARGIN_MM = 12.0
 MIN_CORD_SLICE_FRACTION = 0.5
 DISTANCE_TO_CORD = "DistanceToCord_mm"
 DISTANCE_TO_MASS = "DistanceToMass_mm"
+LESION_ID = "lesion_id"  # on the mass model: which lesion each point belongs to
+LESION_MAP_FILE = "lesions.nii.gz"
 MODEL_FILES = {
     "cord": "cord.vtp",
     "sac": "thecal_sac.vtp",
@@ -55,9 +59,10 @@ class MetricsResult:
     sections: compression.Sections
     models: dict[str, vtk.vtkPolyData]  # cord, sac, mass, centerline (LPS)
     centerline: Centerline
-    facts: bilsky.BilskyFacts
+    facts: bilsky.BilskyFacts | None  # the worst lesion's (None without a lesion)
     timings_s: dict = field(default_factory=dict)
     section_levels: list[str] | None = None  # the vertebral level of each section
+    lesion_map: sitk.Image | None = None  # lesion ids on the labels' grid (None: no lesion)
 
     def sections_csv(self) -> str:
         """The sections table as CSV text (one row per section, units in the headers, the
@@ -116,17 +121,17 @@ def validate_labels(
     arr = sitk.GetArrayViewFromImage(labels)
     _refuse_seed_strokes(labels, arr, path)
     present = {v for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if (arr == v).any()}
-    missing = [
-        f"{LABEL_NAMES[v]} ({v})" for v in (LABEL_CORD, LABEL_CSF, LABEL_MASS) if v not in present
-    ]
+    # the cord is always needed; the CSF (the thecal sac) whenever there is a mass to grade;
+    # a study without a mass is measured without a lesion (and without the canal when the
+    # labels hold only the cord)
+    needed = [LABEL_CORD, *([LABEL_CSF] if LABEL_MASS in present else [])]
+    missing = [f"{LABEL_NAMES[v]} ({v})" for v in needed if v not in present]
     if missing:
-        what = (
-            "the mass label is empty"
-            if missing == [f"{LABEL_NAMES[LABEL_MASS]} ({LABEL_MASS})"]
-            else f"missing label(s): {', '.join(missing)}"
-        )
         raise InputError(
-            what, path=path, hint="labels: 1 spinal cord, 2 CSF, 3 epidural mass, 4 bone"
+            f"missing label(s): {', '.join(missing)}"
+            + (" (the thecal sac is needed to grade the mass)" if LABEL_CORD in present else ""),
+            path=path,
+            hint="labels: 1 spinal cord, 2 CSF, 3 epidural mass, 4 bone",
         )
     if pet is not None:
         if pet.GetDimension() != 3:
@@ -235,18 +240,6 @@ class _Stages:
         check(self.cancel)
 
 
-def _mass_arc_range(crop: sitk.Image, line: Centerline) -> tuple[float, float]:
-    """Arc-length range (mm) of the mass along the centreline: voxel centres +- half a voxel."""
-    arr = sitk.GetArrayViewFromImage(crop)
-    spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)
-    direction = np.asarray(crop.GetDirection(), dtype=np.float64).reshape(3, 3)
-    voxel_along = float(np.abs(line.axis_direction_lps @ (direction * spacing[None, :])).sum())
-    par = line.param_of(voxel_points_lps(crop, arr == LABEL_MASS))
-    return _arc_at(line, float(par.min()) - voxel_along / 2), _arc_at(
-        line, float(par.max()) + voxel_along / 2
-    )
-
-
 @dataclass
 class _Contact:
     mass_cord_gap_mm: float
@@ -326,6 +319,41 @@ _FROM_COMPRESSION = (
 
 _FROM_UPTAKE = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg", "suv_peak_centre_lps_mm")
 
+#: what each lesion carries (the top level of ``metrics.json`` repeats the worst lesion's;
+#: all ``None`` in a study without a lesion)
+LESION_KEYS = (
+    "mass_volume_ml",
+    "mass_voxel_volume_ml",
+    "mass_surface_area_mm2",
+    "mass_craniocaudal_extent_mm",
+    "mass_circumferential_extent_deg",
+    "mass_circumferential_sectors",
+    *_FROM_COMPRESSION,
+    "mass_cord_min_distance_mm",
+    "mass_cord_contact_area_mm2",
+    "mass_sac_min_distance_mm",
+    "gap_cord_under_3mm",
+    "gap_sac_under_3mm",
+    "bilsky_grade",
+    "bilsky_reason",
+    "bilsky_facts",
+    "worst_section_lps_mm",
+    "worst_section_arc_mm",
+    "worst_section_level",
+    "mass_arc_range_mm",
+    "mass_levels",
+    "reference_arc_mm",
+    "reference_sides",
+)
+NO_LESION_REASON = (
+    "no epidural mass: no lesion to grade (the cord and canal are measured level by level)"
+)
+GAP_GOAL_MM = 3.0
+"""The gap between tumour and cord (or sac) that separation surgery aims to create before
+spine radiosurgery (Laufer I et al., J Neurosurg Spine 2013;18:207); a gap under it is
+flagged."""
+LESION_MARGIN_MM = 15.0  # the region around a lesion its surfaces and distances are read in
+
 
 @dataclass
 class LevelSource:
@@ -336,6 +364,25 @@ class LevelSource:
     vertebrae: sitk.Image | None = None
     vertebrae_path: object = None
     anchor: tuple[str, np.ndarray] | None = None
+
+
+@dataclass
+class _Lesion:
+    """One lesion while it is measured: its region, its compression along the shared
+    sections, and its own surfaces and contact in the region around it."""
+
+    region: lesion_regions.LesionRegion
+    compression: compression.CompressionResult
+    circumferential_deg: float
+    sectors: list[str]
+    labels: sitk.Image | None = None  # the region around it, other lesions removed
+    masks: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    contact: _Contact | None = None
+    facts: bilsky.BilskyFacts | None = None
+    grade: str = ""
+    reason: str = ""
+    uptake: dict = field(default_factory=dict)
 
 
 def compute_metrics(
@@ -349,6 +396,11 @@ def compute_metrics(
     timer=None,
 ) -> MetricsResult:
     """All metrics of ``labels`` (1 cord, 2 CSF, 3 mass, 4 bone), see the module docstring.
+
+    The mass is split into lesions (:mod:`.lesions`), each measured on its own with reference
+    sections outside every lesion; the top level of the metrics is the worst lesion's (the
+    highest grade, then the highest MSCC). A labelmap without a mass is measured too: no
+    lesion, no grade, the cord and canal level by level with their narrowing flags.
 
     ``pet``: an SUV image on the same grid (adds suv_max, suv_peak, suv_mean, mtv_ml, tlg).
     ``levels``: how to name the vertebral levels (:class:`LevelSource`; unnamed by default).
@@ -369,57 +421,219 @@ def compute_metrics(
     crop = _crop(labels_u8)
     voxel_mm = float(np.asarray(crop.GetSpacing(), dtype=np.float64).min())
     masks = _structure_masks(crop)
+    has_canal = bool((sitk.GetArrayViewFromImage(crop) == LABEL_CSF).any())
     progress(0.02, "centreline")
 
     stage("centreline")
     line = fit_centerline(masks["cord"], step_mm=section_step_mm)
+    regions, speck_notes = lesion_regions.find_lesions(crop, line)
 
     stage("sections")
-    comp = _measure_compression(
-        crop, line, labels_u8, voxel_mm, sub_progress(progress, 0.05, 0.55), cancel
+    sections = compression.measure_sections(
+        crop,
+        line,
+        full_extent=labels_u8,
+        progress=sub_progress(progress, 0.05, 0.55),
+        cancel=cancel,
     )
+    if not sections.valid.any():
+        raise ComputationError(
+            "no cross-section of the cord lies fully inside the image",
+            hint="check the cord label and the field of view",
+        )
+    lesions = [_lesion_compression(r, regions, sections, voxel_mm) for r in regions]
     progress(0.6, "surfaces")
 
     stage("surfaces")
-    models = {key: surfaces.mask_surface(mask) for key, mask in masks.items()}
+    models = {key: surfaces.mask_surface(mask) for key, mask in masks.items() if key != "mass"}
+    for lesion in lesions:
+        _lesion_surfaces(lesion, regions, crop)
     progress(0.75, "distances")
 
     stage("distances")
-    contact = _distances_and_contact(crop, masks, models, voxel_mm)
+    for lesion in lesions:
+        lesion.contact = _distances_and_contact(
+            lesion.labels, lesion.masks, lesion.models, voxel_mm
+        )
+    if lesions:
+        models["mass"] = _mass_model(lesions)
+        surfaces.add_point_array(
+            models["cord"],
+            DISTANCE_TO_MASS,
+            surfaces.distances_to_mask_surface(
+                surfaces.points_lps(models["cord"]), masks["mass"], models["mass"]
+            ),
+        )
     progress(0.85, "Bilsky grade")
 
     stage("bilsky")
-    facts = _bilsky_facts(crop, contact, comp.result.values, voxel_mm)
-    grade, reason = bilsky.grade(facts)
+    for lesion in lesions:
+        lesion.facts = _bilsky_facts(
+            lesion.labels, lesion.contact, lesion.compression.values, voxel_mm
+        )
+        lesion.grade, lesion.reason = bilsky.grade(lesion.facts)
 
-    uptake_values = {}
-    if pet is not None:
+    if pet is not None and lesions:
         stage("uptake")
-        uptake_values = uptake.uptake_metrics(pet, _mask(labels_u8, [LABEL_MASS]))
+        for lesion in lesions:
+            mask = lesion_regions.lesion_map([lesion.region], crop, labels_u8)
+            lesion.uptake = uptake.uptake_metrics(pet, mask)
     stage("done")
 
+    level_map = _level_map(levels, line, labels_u8)
+    rows = narrowing.level_table(
+        level_map,
+        sections,
+        lesion_ranges={les.region.id: les.region.level_range_mm for les in lesions},
+        canal=has_canal,
+        end_margin_mm=max(
+            narrowing.END_MARGIN_MM, lesion_regions.voxel_length_along(labels_u8, line)
+        ),
+    )
+    per_lesion = [_lesion_values(lesion, level_map, len(lesions) > 1) for lesion in lesions]
+    worst = _worst_lesion(per_lesion)
     metrics = {
-        **_mass_metrics(masks["mass"], models["mass"], comp),
-        **{k: comp.result.values[k] for k in _FROM_COMPRESSION},
+        **(
+            {k: worst[k] for k in LESION_KEYS}
+            if worst
+            else {**dict.fromkeys(LESION_KEYS), "bilsky_reason": NO_LESION_REASON}
+        ),
+        "lesion_count": len(per_lesion),
+        "worst_lesion_id": worst["id"] if worst else None,
+        "total_mass_volume_ml": float(sum(m["mass_volume_ml"] for m in per_lesion)),
+        "lesions": per_lesion,
+        **_study_values(sections, labels_u8, section_step_mm, has_canal),
+        **_level_values(level_map, rows),
+    }
+    if pet is not None:
+        metrics.update({k: worst.get(k) if worst else None for k in _FROM_UPTAKE})
+    metrics["notes"] = [
+        *speck_notes,
+        *[n for m in per_lesion for n in m["notes"]],
+        *([mass_edge_note(labels_u8)] if lesions else []),
+        *_narrowing_notes(rows),
+    ]
+    metrics["notes"] = [n for n in metrics["notes"] if n]
+    models["centerline"] = _centerline_poly(line, sections)
+    progress(1.0, "done")
+    chosen = next((les for les in lesions if worst and les.region.id == worst["id"]), None)
+    result = MetricsResult(
+        metrics, sections, models, line, chosen.facts if chosen else None, stage.timings
+    )
+    result.section_levels = [str(n) for n in level_map.level_at(sections.arc_mm)]
+    result.lesion_map = lesion_regions.lesion_map(regions, crop, labels_u8) if regions else None
+    return result
+
+
+def _lesion_compression(
+    region: lesion_regions.LesionRegion,
+    regions: list[lesion_regions.LesionRegion],
+    sections: compression.Sections,
+    voxel_mm: float,
+) -> _Lesion:
+    """The lesion's compression measures (reference outside every lesion) and its extent
+    around the sac."""
+    others = [r.arc_range_mm for r in regions if r.id != region.id]
+    result = compression.compression_measures(
+        sections, region.arc_range_mm, resolution_mm=voxel_mm, other_lesions=others
+    )
+    circ_deg, sectors = compression.circumferential_extent(sections, result.in_mass)
+    return _Lesion(region, result, circ_deg, sectors)
+
+
+def _lesion_surfaces(
+    lesion: _Lesion, regions: list[lesion_regions.LesionRegion], crop: sitk.Image
+) -> None:
+    """The labels in a box around the lesion (its bounding box + :data:`LESION_MARGIN_MM`)
+    with the other lesions' voxels cleared, their masks and surfaces."""
+    mask = lesion.region.mask_kji
+    arr = sitk.GetArrayFromImage(crop)
+    for other in regions:
+        if other.id != lesion.region.id:
+            arr[other.mask_kji] = 0
+    spacing = np.asarray(crop.GetSpacing(), dtype=np.float64)[::-1]
+    pad = np.ceil(LESION_MARGIN_MM / spacing).astype(int)
+    nz = np.argwhere(mask)
+    lo = np.maximum(nz.min(axis=0) - pad, 0)
+    hi = np.minimum(nz.max(axis=0) + pad + 1, arr.shape)
+    cleared = sitk.GetImageFromArray(arr)
+    cleared.CopyInformation(crop)
+    lesion.labels = cleared[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
+    lesion.masks = _structure_masks(lesion.labels)
+    lesion.models = {key: surfaces.mask_surface(m) for key, m in lesion.masks.items()}
+
+
+def _mass_model(lesions: list[_Lesion]) -> vtk.vtkPolyData:
+    """The lesions' surfaces in one model, each point carrying its ``lesion_id``."""
+    append = vtk.vtkAppendPolyData()
+    for lesion in lesions:
+        model = lesion.models["mass"]
+        ids = numpy_support.numpy_to_vtk(
+            np.full(model.GetNumberOfPoints(), lesion.region.id, dtype=np.int32), deep=1
+        )
+        ids.SetName(LESION_ID)
+        model.GetPointData().AddArray(ids)
+        append.AddInputData(model)
+    append.Update()
+    out = vtk.vtkPolyData()
+    out.DeepCopy(append.GetOutput())
+    out.GetPointData().SetActiveScalars(DISTANCE_TO_CORD)
+    return out
+
+
+def _lesion_values(lesion: _Lesion, level_map, prefix_notes: bool) -> dict:
+    """One entry of ``metrics["lesions"]``."""
+    v, region = lesion.compression.values, lesion.region
+    lo, hi = region.arc_range_mm
+    names = level_map.levels_between(*region.level_range_mm)
+    contact = lesion.contact
+    notes = [n for n in lesion.compression.notes if n]
+    if prefix_notes:
+        where = f" ({', '.join(names)})" if names else ""
+        notes = [f"lesion {region.id}{where}: {n}" for n in notes]
+    mass_mask = lesion.masks["mass"]
+    mass_model = lesion.models["mass"]
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mass_mask)))
+    values = {
+        "id": region.id,
+        "levels": names,
+        "arc_range_mm": [float(lo), float(hi)],
+        "mass_volume_ml": surfaces.surface_volume_mm3(mass_model) / 1000.0,
+        "mass_voxel_volume_ml": voxels * float(np.prod(mass_mask.GetSpacing())) / 1000.0,
+        "mass_surface_area_mm2": surfaces.surface_area_mm2(mass_model),
+        "mass_craniocaudal_extent_mm": float(hi - lo),
+        "mass_circumferential_extent_deg": lesion.circumferential_deg,
+        "mass_circumferential_sectors": lesion.sectors,
+        **{k: v[k] for k in _FROM_COMPRESSION},
         "mass_cord_min_distance_mm": contact.mass_cord_gap_mm,
         "mass_cord_contact_area_mm2": contact.contact_area_mm2,
         "mass_sac_min_distance_mm": contact.mass_sac_gap_mm,
-        "bilsky_grade": grade,
-        "bilsky_reason": reason,
-        "bilsky_facts": facts.as_dict(),
-        **_levels_and_sampling(comp, labels_u8, section_step_mm),
+        "gap_cord_under_3mm": bool(contact.mass_cord_gap_mm < GAP_GOAL_MM),
+        "gap_sac_under_3mm": bool(contact.mass_sac_gap_mm < GAP_GOAL_MM),
+        "bilsky_grade": lesion.grade,
+        "bilsky_reason": lesion.reason,
+        "bilsky_facts": lesion.facts.as_dict(),
+        "worst_section_lps_mm": v["worst_section_lps_mm"],
+        "worst_section_arc_mm": v["worst_section_arc_mm"],
+        "worst_section_level": str(level_map.level_at(v["worst_section_arc_mm"])[0]),
+        "mass_arc_range_mm": [float(lo), float(hi)],
+        "mass_levels": names,
+        "reference_arc_mm": v["reference_arc_mm"],
+        "reference_sides": v["reference_sides"],
+        "notes": notes,
     }
-    if uptake_values:
-        metrics.update({k: uptake_values[k] for k in _FROM_UPTAKE})
-    level_map = _level_map(levels, line, labels_u8)
-    level_values, level_notes = _level_metrics(level_map, comp)
-    metrics.update(level_values)
-    metrics["notes"] = [*metrics["notes"], *level_notes]
-    models["centerline"] = _centerline_poly(line, comp.sections)
-    progress(1.0, "done")
-    result = MetricsResult(metrics, comp.sections, models, line, facts, stage.timings)
-    result.section_levels = [str(n) for n in level_map.level_at(comp.sections.arc_mm)]
-    return result
+    values.update({k: lesion.uptake[k] for k in _FROM_UPTAKE if k in lesion.uptake})
+    return values
+
+
+def _worst_lesion(lesions: list[dict]) -> dict | None:
+    """The lesion that grades the study: the highest Bilsky grade, then the highest MSCC."""
+    if not lesions:
+        return None
+    return max(
+        lesions,
+        key=lambda m: (bilsky.GRADES.index(m["bilsky_grade"]), m["mscc_percent"], -m["id"]),
+    )
 
 
 def _level_map(source: LevelSource | None, line: Centerline, labels: sitk.Image):
@@ -435,25 +649,22 @@ def _level_map(source: LevelSource | None, line: Centerline, labels: sitk.Image)
     return level_maps.levels_unnamed(line, bone)
 
 
-def _level_metrics(level_map, comp: _CompressionStage) -> tuple[dict, list[str]]:
-    """The per-level table with its narrowing flags, and the levels of the mass and the worst
-    section; a note for each narrowing away from the mass (it is not to be missed)."""
-    lo, hi = (float(a) for a in comp.mass_arc_mm)
-    rows = narrowing.level_table(level_map, comp.sections, lesion_ranges={1: (lo, hi)})
-    worst = comp.result.values["worst_section_arc_mm"]
-    notes = [
+def _level_values(level_map, rows: list[dict]) -> dict:
+    """The per-level table with its narrowing flags and how the levels were named."""
+    return {
+        "levels": rows,
+        "levels_named": bool(level_map.named),
+        "level_source": level_map.source,
+    }
+
+
+def _narrowing_notes(rows: list[dict]) -> list[str]:
+    """A note for each narrowing away from every lesion (it is not to be missed)."""
+    return [
         f"narrowing at {r['level']} away from the mass: {r['flag_reason']}"
         for r in rows
         if r["flagged"] and not r["lesion_ids"]
     ]
-    values = {
-        "levels": rows,
-        "levels_named": bool(level_map.named),
-        "level_source": level_map.source,
-        "mass_levels": level_map.levels_between(lo, hi),
-        "worst_section_level": str(level_map.level_at(worst)[0]) if worst is not None else "",
-    }
-    return values, notes
 
 
 def _structure_masks(crop: sitk.Image) -> dict[str, sitk.Image]:
@@ -465,70 +676,12 @@ def _structure_masks(crop: sitk.Image) -> dict[str, sitk.Image]:
     }
 
 
-@dataclass
-class _CompressionStage:
-    """The sections along the centreline and what is read from them."""
-
-    sections: compression.Sections
-    result: compression.CompressionResult
-    mass_arc_mm: tuple[float, float]  # the mass's extent along the centreline
-    circumferential_deg: float
-    sectors: list[str]
-
-
-def _measure_compression(
-    crop: sitk.Image,
-    line: Centerline,
-    full_extent: sitk.Image,
-    voxel_mm: float,
-    progress: ProgressCallback,
-    cancel: CancelCallback | None,
-) -> _CompressionStage:
-    """Sections of ``crop`` along ``line``, the compression measures and the mass's extent
-    (craniocaudal and around the sac); :class:`ComputationError` when no section is valid."""
-    sections = compression.measure_sections(
-        crop, line, full_extent=full_extent, progress=progress, cancel=cancel
-    )
-    if not sections.valid.any():
-        raise ComputationError(
-            "no cross-section of the cord lies fully inside the image",
-            hint="check the cord label and the field of view",
-        )
-    arc_lo, arc_hi = _mass_arc_range(crop, line)
-    result = compression.compression_measures(sections, (arc_lo, arc_hi), resolution_mm=voxel_mm)
-    in_mass = np.nonzero(
-        sections.valid & (sections.arc_mm >= arc_lo) & (sections.arc_mm <= arc_hi)
-    )[0]
-    circ_deg, sectors = compression.circumferential_extent(sections, in_mass)
-    return _CompressionStage(sections, result, (arc_lo, arc_hi), circ_deg, sectors)
-
-
-def _mass_metrics(mass_mask: sitk.Image, mass_model, comp: _CompressionStage) -> dict:
-    """The mass's volume (surface and voxel count), surface area and extent."""
-    mass_voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(mass_mask)))
-    arc_lo, arc_hi = comp.mass_arc_mm
-    return {
-        "mass_volume_ml": surfaces.surface_volume_mm3(mass_model) / 1000.0,
-        "mass_voxel_volume_ml": mass_voxels * float(np.prod(mass_mask.GetSpacing())) / 1000.0,
-        "mass_surface_area_mm2": surfaces.surface_area_mm2(mass_model),
-        "mass_craniocaudal_extent_mm": float(arc_hi - arc_lo),
-        "mass_circumferential_extent_deg": comp.circumferential_deg,
-        "mass_circumferential_sectors": comp.sectors,
-    }
-
-
-def _levels_and_sampling(
-    comp: _CompressionStage, labels: sitk.Image, section_step_mm: float
+def _study_values(
+    sections: compression.Sections, labels: sitk.Image, section_step_mm: float, has_canal: bool
 ) -> dict:
-    """Where the worst and reference levels lie, the notes, and how the labels were sampled."""
-    v, sections = comp.result.values, comp.sections
+    """How the labels were sampled, and whether the canal (thecal sac) was measured."""
     return {
-        "worst_section_lps_mm": v["worst_section_lps_mm"],
-        "worst_section_arc_mm": v["worst_section_arc_mm"],
-        "mass_arc_range_mm": [float(a) for a in comp.mass_arc_mm],
-        "reference_arc_mm": v["reference_arc_mm"],
-        "reference_sides": v["reference_sides"],
-        "notes": [n for n in (*comp.result.notes, mass_edge_note(labels)) if n],
+        "canal_measured": has_canal,
         "sections": int(len(sections.arc_mm)),
         "valid_sections": int(sections.valid.sum()),
         "section_step_mm": float(section_step_mm),
@@ -536,16 +689,6 @@ def _levels_and_sampling(
         "voxel_spacing_mm": [float(s) for s in labels.GetSpacing()],
         "coordinate_system": "LPS",
     }
-
-
-def _arc_at(line: Centerline, param: float) -> float:
-    """Arc length at an axis parameter, extrapolated linearly beyond the samples."""
-    t, s = line.axis_param_mm, line.arc_mm
-    if param < t[0]:
-        return float(s[0] - (t[0] - param) * (s[1] - s[0]) / (t[1] - t[0]))
-    if param > t[-1]:
-        return float(s[-1] + (param - t[-1]) * (s[-1] - s[-2]) / (t[-1] - t[-2]))
-    return float(np.interp(param, t, s))
 
 
 def _centerline_poly(line: Centerline, sections: compression.Sections) -> vtk.vtkPolyData:
@@ -565,15 +708,19 @@ def _centerline_poly(line: Centerline, sections: compression.Sections) -> vtk.vt
 # Output
 # ---------------------------------------------------------------------------------------
 def write_metrics(result: MetricsResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``metrics.json``, ``sections.csv`` and ``models/`` into ``out_dir`` (atomically)."""
+    """Write ``metrics.json``, ``sections.csv``, ``models/`` and (with lesions)
+    ``lesions.nii.gz``, the lesion ids on the labels' grid, into ``out_dir`` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     with atomic_dir(out / "models", part_of_output=True) as tmp:
         for key, name in MODEL_FILES.items():
-            surfaces.write_model(result.models[key], tmp / name)
+            if key in result.models:
+                surfaces.write_model(result.models[key], tmp / name)
     written["models"] = out / "models"
     written["sections"] = write_text(out / "sections.csv", result.sections_csv())
+    if result.lesion_map is not None:
+        written["lesions"] = write_image(result.lesion_map, out / LESION_MAP_FILE)
     written["metrics"] = write_json(out / "metrics.json", _jsonable(result.metrics))
     return written
 

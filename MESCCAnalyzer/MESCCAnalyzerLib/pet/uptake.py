@@ -63,10 +63,11 @@ def _convolve_same(values: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Sum of ``values`` under ``kernel`` centred on each voxel (zero outside), via FFT."""
     shape = [v + k - 1 for v, k in zip(values.shape, kernel.shape, strict=True)]
     fshape = [int(2 ** math.ceil(math.log2(s))) if s > 1 else 1 for s in shape]
-    spec = np.fft.rfftn(values, fshape) * np.fft.rfftn(
-        kernel[::-1, ::-1, ::-1].astype(np.float64), fshape
+    axes = tuple(range(values.ndim))
+    spec = np.fft.rfftn(values, fshape, axes=axes) * np.fft.rfftn(
+        kernel[::-1, ::-1, ::-1].astype(np.float64), fshape, axes=axes
     )
-    full = np.fft.irfftn(spec, fshape)
+    full = np.fft.irfftn(spec, fshape, axes=axes)
     off = [k // 2 for k in kernel.shape]
     return full[
         off[0] : off[0] + values.shape[0],

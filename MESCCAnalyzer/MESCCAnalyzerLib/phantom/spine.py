@@ -155,6 +155,29 @@ def parse_lesions(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(lesions)
 
 
+def random_lesions(
+    seed: int, levels: tuple[str, str] = ("T2", "T12"), count: int = 4
+) -> tuple[tuple[str, str], ...]:
+    """``count`` lesions at random levels within ``levels`` (never two at neighbouring
+    levels, so their masses cannot meet) with random grades, cranial first: a case of the
+    multi-lesion battery (``benchmarks/bench_lesions.py``, ``Testing/test_lesions.py``).
+    Draws again until :func:`make_spine_anatomy` accepts them (a grade-0 mass must fit its
+    body)."""
+    first, last = (VERSE_LABELS[name] for name in levels)
+    rng = np.random.default_rng([int(seed), 0x1E5])
+    for _ in range(200):
+        labels = sorted(rng.choice(np.arange(first + 1, last), size=count, replace=False))
+        if np.any(np.diff(labels) < 2):
+            continue
+        lesions = tuple((level_name(v), str(rng.choice(GRADES))) for v in labels)
+        try:
+            make_spine_anatomy(levels, lesions, seed)
+        except InputError:
+            continue
+        return lesions
+    raise InputError(f"no {count} lesions fit between {levels[0]} and {levels[1]}")
+
+
 # ---------------------------------------------------------------------------------------
 # The curved centreline
 # ---------------------------------------------------------------------------------------
