@@ -34,8 +34,13 @@ from .registration import RegistrationResult, register, resample_onto
 from .report import ReportInputs, write_report
 from .segmentation.grow import SeedGrower, check_inputs, load_seeds
 
-PET_WITHOUT_CT_NOTE = (
-    "No CT was given: the PET was assumed to share the MRI's frame (not registered)."
+PET_MR_NOTE = (
+    "PET/MR: the PET shares the MRI's frame of reference (the same FrameOfReferenceUID); it "
+    "was resampled straight onto the MRI, not registered."
+)
+PET_SAME_FRAME_NOTE = (
+    "The PET was taken to share the MRI's frame (--pet-same-frame, as on a PET/MR); it was "
+    "resampled straight onto the MRI, not registered."
 )
 
 
@@ -53,6 +58,7 @@ class AnalysisRequest:
     level_anchor: str | None = None  # "T6@X,Y,Z" (LPS mm): one named vertebral body
     deformable: bool = False
     smoothing_mm: float = 0.0
+    pet_same_frame: bool = False  # a PET without a CT lies in the MRI's frame (PET/MR)
 
     def inputs(self) -> list[Path]:
         return [
@@ -116,7 +122,38 @@ def load_study(request: AnalysisRequest) -> LoadedStudy:
         study.pet_suv, study.suv_info = pet_to_suv(request.pet, "bw")
         study.pet = load_volume(request.pet, modality=_modality_of(request.pet, "PT"))
         study.notes += list(getattr(study.suv_info, "notes", []) or [])
+        if study.ct is None:
+            study.notes.append(_pet_frame_note(study.pet, mri, request.pet_same_frame))
     return study
+
+
+def frame_of_reference(volume: Volume) -> str:
+    """The FrameOfReferenceUID of a DICOM volume ("" for other formats or when absent)."""
+    headers = getattr(volume, "headers", None) or []
+    return str(getattr(headers[0], "FrameOfReferenceUID", "") or "") if headers else ""
+
+
+def _pet_frame_note(pet: Volume, mri: Volume, same_frame: bool) -> str:
+    """The note for a PET used without a CT: it must share the MRI's frame (PET/MR), by its
+    FrameOfReferenceUID or by the user's word (``same_frame``); otherwise an
+    :class:`InputError` (a PET of a PET-CT needs its CT to be registered)."""
+    pet_frame, mri_frame = frame_of_reference(pet), frame_of_reference(mri)
+    if pet_frame and pet_frame == mri_frame:
+        return PET_MR_NOTE
+    if same_frame:
+        return PET_SAME_FRAME_NOTE
+    why = (
+        "its FrameOfReferenceUID differs from the MRI's"
+        if pet_frame and mri_frame
+        else "nothing says it shares the MRI's frame of reference"
+        + ("" if mri_frame else " (the MRI is not DICOM)")
+    )
+    raise InputError(
+        f"the PET was given without a CT and {why}: its uptake would land in the wrong place",
+        path=pet.source,
+        hint="give the CT of the PET-CT (--ct), or --pet-same-frame when the PET was acquired "
+        "in the MRI's frame (PET/MR)",
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,8 +374,8 @@ def run_analysis(
         )
         pet_on_mri = registered.followers_on_fixed[0] if followers else None
     elif study.pet_suv is not None:
+        # PET/MR: the same frame (checked on loading), only the grid differs
         pet_on_mri = resample_onto(study.pet_suv, reference, sitk.Transform(), default_value=0.0)
-        notes.append(PET_WITHOUT_CT_NOTE)
 
     begin("segmentation")
     labels = segment(

@@ -14,6 +14,7 @@ from ..export import DicomNode, ExportSources, build_exports, check_sources, ret
 from ..outputs import check_output_dir, guard_outputs
 from .export_cmd import add_dicom_options, check_dicom_path, send_node, summary, write_and_send
 from .level_args import add_level_arguments
+from .summary import metrics_lines
 
 HELP = "register, convert PET to SUV, segment from seeds, measure, and write the report and scene"
 DESCRIPTION = (
@@ -34,6 +35,12 @@ def add_arguments(parser):
     parser.add_argument("--t1", help="T1 MRI of the same session (shown in the scene)")
     parser.add_argument("--ct", help="CT of the PET-CT (drives the registration)")
     parser.add_argument("--pet", help="PET DICOM series (folder) in Bq/ml; converted to SUVbw")
+    parser.add_argument(
+        "--pet-same-frame",
+        action="store_true",
+        help="a PET without --ct lies in the MRI's frame (PET/MR): resample it straight onto the "
+        "MRI (without the flag, only when both are DICOM with the same FrameOfReferenceUID)",
+    )
     parser.add_argument(
         "--seeds",
         required=True,
@@ -87,6 +94,7 @@ def request_from_args(args):
         level_anchor=args.level_anchor,
         deformable=args.deformable,
         smoothing_mm=args.smoothing,
+        pet_same_frame=args.pet_same_frame,
     )
 
 
@@ -122,13 +130,7 @@ def run_and_write(request, out: Path, term, *, no_scene: bool = False, before_wr
 
 
 def print_summary(result, out: Path) -> None:
-    m = result.metrics.metrics
-    print(f"Bilsky grade {m['bilsky_grade']}: {m['bilsky_reason']}")
-    print(
-        f"  MSCC {m['mscc_percent']:.1f} %, cord CSA {m['cord_min_csa_mm2']:.1f} mm2 "
-        f"(ratio {m['cord_csa_ratio']:.2f}), mass {m['mass_volume_ml']:.2f} ml"
-        + (f", SUVmax {m['suv_max']:.2f}" if "suv_max" in m else "")
-    )
+    print("\n".join(metrics_lines(result.metrics.metrics, notes=False)))
     if result.registration is not None:
         r = result.registration
         print(f"  registration: metric {r.metric_value:.4f}, {r.elapsed_s:.1f} s")
@@ -214,6 +216,7 @@ def run(args, term) -> int:
                     dicom_sources(result),
                     result.labels,
                     result.metrics.metrics,
+                    lesion_map=result.metrics.lesion_map,
                     prv_mm=args.prv_mm,
                 )
 
