@@ -16,6 +16,7 @@ import slicer
 import vtk
 from packaging.requirements import Requirement
 from slicer import (
+    vtkMRMLLabelMapVolumeNode,
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLMarkupsROINode,
     vtkMRMLScalarVolumeNode,
@@ -128,7 +129,10 @@ class MESCCAnalyzerParameterNode:
     segmentation: vtkMRMLSegmentationNode
     autoUpdate: Annotated[bool, Default(False)]
     previewSegmentationNode: vtkMRMLSegmentationNode
+    vertebraeVolume: vtkMRMLLabelMapVolumeNode
+    levelAnchor: vtkMRMLMarkupsFiducialNode
     metricsTableNode: vtkMRMLTableNode
+    levelsTableNode: vtkMRMLTableNode
 
 
 #
@@ -174,7 +178,9 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelPreview)
         self.ui.computeMetricsButton.connect("clicked(bool)", self.onComputeMetrics)
+        self.ui.levelsTableView.connect("clicked(QModelIndex)", self.onLevelClicked)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -204,6 +210,7 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._showResults(self.logic.storedMetrics())  # measured before: also after reopening
             self._updateGUI()
 
     # -- state shown in the panel ---------------------------------------------------------
@@ -250,8 +257,17 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if hasPreview
             else _("Compute the compression metrics.")
         )
-        self.ui.saveReportButton.enabled = self.logic.lastMetrics is not None
+        measured = p.metricsTableNode is not None
+        self.ui.saveReportButton.enabled = measured
+        self.ui.exportDicomButton.enabled = measured
+        self.ui.exportDicomButton.toolTip = (
+            _("Write DICOM SEG and SR on the MRI's series (RTSTRUCT on the CT's) and add them "
+              "to Slicer's DICOM database.")
+            if measured
+            else _("Compute the metrics first.")
+        )  # fmt: skip
         self.ui.metricsTableView.setMRMLTableNode(p.metricsTableNode)
+        self.ui.levelsTableView.setMRMLTableNode(p.levelsTableNode)
         self._observeSegmentation(p.segmentation if p.autoUpdate else None)
 
     def _observeSegmentation(self, node) -> None:
@@ -349,14 +365,37 @@ class MESCCAnalyzerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
 
         def run(report, cancel):
-            metrics = self.logic.computeMetrics(p, progress=report, cancel=cancel)
-            self.ui.bilskyGradeLabel.text = _("Bilsky grade: {grade}").format(
-                grade=metrics["bilsky_grade"]
-            )
-            self.ui.bilskyReasonLabel.text = metrics["bilsky_reason"]
+            self._showResults(self.logic.computeMetrics(p, progress=report, cancel=cancel))
 
         self._run(_("Measuring the compression..."), run)
         self._updateGUI()
+
+    def _showResults(self, metrics) -> None:
+        """The study's grade and reason, and one block per lesion (empty before measuring)."""
+        if metrics is None:
+            self.ui.bilskyGradeLabel.text = _("Bilsky grade: -")
+            self.ui.bilskyReasonLabel.text = ""
+            self.ui.lesionsTextBrowser.setHtml("")
+            self.ui.levelsNoteLabel.text = ""
+            return
+        grade = metrics.get("bilsky_grade")
+        self.ui.bilskyGradeLabel.text = _("Bilsky grade: {grade}").format(
+            grade=grade if grade is not None else _("none (no mass)")
+        )
+        self.ui.bilskyReasonLabel.text = metrics.get("bilsky_reason") or ""
+        self.ui.lesionsTextBrowser.setHtml(self.logic.lesionsHtml(metrics))
+        self.ui.levelsNoteLabel.text = self.logic.levelsNote(metrics)
+
+    def onLevelClicked(self, index) -> None:
+        """A row of the level table: the slice views jump to the middle of that level."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to jump to the level."), waitCursor=True):
+            # the level's name (column 0): right also when the table view is sorted
+            self.logic.jumpToLevel(index.sibling(index.row(), 0).data())
+
+    def onExportDicom(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to export to DICOM."), waitCursor=True):
+            folder = tempfile.mkdtemp(prefix="MESCCAnalyzer_dicom_", dir=slicer.app.temporaryPath)
+            self.ui.dicomStatusLabel.text = self.logic.exportDicom(self._parameterNode, folder)
 
     def onSaveReport(self) -> None:
         if not ensurePythonRequirements():  # declined on first use: the report needs them
@@ -393,6 +432,20 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
     def lastMetrics(self):
         return self.workflow.last_metrics
 
+    def storedMetrics(self) -> dict | None:
+        """The metrics measured last in this scene (None before measuring)."""
+        return self.workflow.results_metrics()
+
+    def lesionsHtml(self, metrics) -> str:
+        from MESCCAnalyzerLib.mrml.levels import lesions_html
+
+        return lesions_html(metrics)
+
+    def levelsNote(self, metrics) -> str:
+        from MESCCAnalyzerLib.mrml.levels import levels_note
+
+        return levels_note(metrics)
+
     def getParameterNode(self):
         return MESCCAnalyzerParameterNode(super().getParameterNode())
 
@@ -419,6 +472,7 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
         )
         p.mriVolume, p.t1Volume, p.ctVolume, p.petVolume = nodes.mri, nodes.t1, nodes.ct, nodes.pet
         p.segmentation = nodes.segmentation
+        p.vertebraeVolume = nodes.vertebrae  # a whole-spine study's VerSe labelmap, if any
         return nodes
 
     def register(self, p, progress=None, cancel=None) -> str:
@@ -462,17 +516,46 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
 
     def computeMetrics(self, p, progress=None, cancel=None):
         nodes = self.workflow.compute_metrics(
-            p.segmentation, p.mriVolume, p.petVolume, progress=progress, cancel=cancel
+            p.segmentation,
+            p.mriVolume,
+            p.petVolume,
+            vertebrae_node=p.vertebraeVolume,
+            level_anchor_node=p.levelAnchor,
+            progress=progress,
+            cancel=cancel,
         )
         p.metricsTableNode = nodes.metrics_table
+        p.levelsTableNode = nodes.levels_table
         self.workflow.show_results()
         chart = nodes.chart
         if chart is not None and slicer.app.layoutManager() is not None:
             slicer.modules.plots.logic().ShowChartInLayout(chart)
         return self.workflow.last_metrics.metrics
 
+    def jumpToLevel(self, level):
+        """Slice views on a level of the level table (its name or row); the point (LPS mm)."""
+        return self.workflow.jump_to_level(level)
+
     def saveReport(self, p, path):
         return self.workflow.save_report(path, p.mriVolume, p.segmentation, p.petVolume)
+
+    def exportDicom(self, p, folder) -> str:
+        """SEG, SR (and RTSTRUCT with a CT) into ``folder``, then into Slicer's DICOM database
+        (from there Slicer sends them to a PACS); the summary shown in the panel."""
+        outcome = self.workflow.export_dicom(
+            folder,
+            p.mriVolume,
+            p.segmentation,
+            ct_node=p.ctVolume,
+            mri_files=self.dicomFilesOf(p.mriVolume),
+            ct_files=self.dicomFilesOf(p.ctVolume) if p.ctVolume is not None else None,
+        )
+        if slicer.dicomDatabase is not None and slicer.dicomDatabase.isOpen:
+            from DICOMLib import DICOMUtils
+
+            DICOMUtils.importDicom(str(outcome.folder), copyFiles=True)
+            return outcome.summary() + "\n" + _("Added to the DICOM database.")
+        return outcome.summary() + "\n" + _("No DICOM database is open: the files stay there.")
 
 
 #
@@ -512,7 +595,31 @@ class MESCCAnalyzerTest(ScriptedLoadableModuleTest):
             self.assertEqual(metrics["bilsky_grade"], nodes.truth["grade"])
             self.assertAlmostEqual(metrics["mscc_percent"], nodes.truth["mscc_percent"], delta=5.0)
 
+            self.delayDisplay("Levels and lesions")
+            table = p.levelsTableNode
+            self.assertIsNotNone(table)
+            self.assertEqual(table.GetNumberOfRows(), len(metrics["levels"]))
+            self.assertIn("Lesion 1", logic.lesionsHtml(metrics))
+            flagged = [i for i, row in enumerate(metrics["levels"]) if row["lesion_ids"]]
+            self.assertTrue(flagged, "no level holds the mass")
+            point = logic.jumpToLevel(flagged[0])
+            red = slicer.mrmlScene.GetSingletonNode("Red", "vtkMRMLSliceNode")
+            # the axial view's plane passes through the level's centreline point (S = LPS z)
+            self.assertAlmostEqual(red.GetSliceToRAS().GetElement(2, 3), point[2], places=3)
+
             report = os.path.join(folder, "report.html")
             logic.saveReport(p, report)
             self.assertTrue(os.path.getsize(report) > 10000)
+
+            self.delayDisplay("Exporting to DICOM")
+            import pydicom
+            from DICOMLib import DICOMUtils
+
+            with DICOMUtils.TemporaryDICOMDatabase():  # the user's database stays untouched
+                summary = logic.exportDicom(p, os.path.join(folder, "dicom"))
+                self.assertIn("Added to the DICOM database", summary)
+                for name in ("seg.dcm", "sr.dcm", "rtstruct.dcm"):
+                    path = os.path.join(folder, "dicom", name)
+                    uid = pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID
+                    self.assertTrue(slicer.dicomDatabase.filesForSeries(uid), name)
         self.delayDisplay("Sample study analysed end to end")

@@ -45,12 +45,16 @@ def test_one_model_per_structure_with_distance_colours(a_measured_scene):
     assert _count(scene, "vtkMRMLModelNode") - before["vtkMRMLModelNode"] == 4
     assert set(nodes.models) == {"cord", "sac", "mass", "centerline"}
     mass = nodes.models["mass"]
+    # the mass is coloured by lesion (one lesion here: test_mrml_levels has several); its
+    # distance to the cord stays on it for the Models module
     display = mass.GetDisplayNode()
     assert display.GetScalarVisibility()
-    assert display.GetActiveScalarName() == "DistanceToCord_mm"
-    assert display.GetColorNodeID() == nodes.color_node.GetID()
-    assert tuple(display.GetScalarRange()) == DISTANCE_RANGE_MM
-    assert nodes.models["cord"].GetDisplayNode().GetActiveScalarName() == "DistanceToMass_mm"
+    assert display.GetActiveScalarName() == "lesion_id"
+    assert display.GetColorNodeID() == nodes.lesion_color_node.GetID()
+    cord_display = nodes.models["cord"].GetDisplayNode()
+    assert cord_display.GetActiveScalarName() == "DistanceToMass_mm"
+    assert cord_display.GetColorNodeID() == nodes.color_node.GetID()
+    assert tuple(cord_display.GetScalarRange()) == DISTANCE_RANGE_MM
     d = mass.GetPolyData().GetPointData().GetArray("DistanceToCord_mm")
     assert d.GetRange()[0] == 0.0  # grade 3: the mass presses on the cord
     # The colour node maps contact to red and 10 mm to blue.
@@ -79,14 +83,15 @@ def test_sections_table_and_chart(a_measured_scene):
     )
     np.testing.assert_allclose(csa, nodes.result.sections.cord_csa_mm2, equal_nan=True)
     assert _count(scene, "vtkMRMLPlotChartNode") - before["vtkMRMLPlotChartNode"] == 1
-    assert nodes.chart.GetNumberOfPlotSeriesNodes() == 4
+    assert nodes.chart.GetNumberOfPlotSeriesNodes() == 4  # CSA, AP, lesion 1, worst section
     csa_series = nodes.series["cord_csa_mm2"]
     assert csa_series.GetTableNodeID() == nodes.sections_table.GetID()
     assert (csa_series.GetXColumnName(), csa_series.GetYColumnName()) == ("arc_mm", "cord_csa_mm2")
     assert nodes.series["cord_ap_mm"].GetYColumnName() == "cord_ap_mm"
-    # The mass-extent box spans the mass's arc range.
+    # The lesion's extent box spans the mass's arc range.
+    assert nodes.series["lesion_1"].GetXColumnName() == "lesion_1_arc_mm"
     ext = nodes.extent_table.GetTable()
-    xs = [ext.GetValueByName(r, "arc_mm").ToDouble() for r in range(ext.GetNumberOfRows())]
+    xs = [ext.GetValueByName(r, "lesion_1_arc_mm").ToDouble() for r in range(ext.GetNumberOfRows())]
     lo, hi = nodes.result.metrics["mass_arc_range_mm"]
     assert min(xs) == pytest.approx(lo) and max(xs) == pytest.approx(hi)
     assert hi - lo == pytest.approx(nodes.result.metrics["mass_craniocaudal_extent_mm"])

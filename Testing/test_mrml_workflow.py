@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import slicer
 
 from MESCCAnalyzerLib.errors import InputError
+from MESCCAnalyzerLib.io.study import load_volume
 from MESCCAnalyzerLib.measure.definitions import metric
 from MESCCAnalyzerLib.mrml.registration import roi_mask_on
 from MESCCAnalyzerLib.mrml.scene import read_mrb, save_mrb
@@ -201,3 +202,92 @@ def test_metrics_nodes_carry_models_tables_and_plot(a_sample_session):
     assert cells["unit"] == metric("mass_volume_ml").unit == "ml"
     assert cells["name"] == metric("mass_volume_ml").name
     assert cells["definition"] == metric("mass_volume_ml").definition
+
+
+# -- 5. export to DICOM (the panel's button; Slicer then adds the files to its database) -----------
+def _series_uid(folder):
+    import pydicom
+
+    first = sorted(folder.iterdir())[0]
+    return str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_export_to_dicom_writes_seg_sr_and_rtstruct_on_the_studys_series(
+    a_sample_session, tmp_path
+):
+    import highdicom as hd
+    import pydicom
+
+    s = a_sample_session
+    nodes = s["nodes"]
+    outcome = s["flow"].export_dicom(
+        tmp_path / "dicom", nodes.mri, nodes.segmentation, ct_node=nodes.ct
+    )
+    assert [f.name for f in outcome.files] == ["seg.dcm", "sr.dcm", "rtstruct.dcm"]
+    assert all(f.is_file() for f in outcome.files)
+    # SEG: on the T2's DICOM series, holding the panel's segmentation voxel for voxel
+    seg = hd.seg.segread(outcome.folder / "seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _series_uid(
+        s["folder"] / "t2_dicom"
+    )
+    names = [str(d.SegmentLabel) for d in seg.SegmentSequence]
+    assert names == ["spinal_cord", "csf", "thecal sac", "lesion 1", "vertebrae"]
+    slices = load_volume(s["folder"] / "t2_dicom", modality="MR").files  # in the image's k order
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in slices]
+    labels = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, nodes.mri))
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 4]
+    )  # the cord and lesion 1
+    assert np.array_equal(pixels[..., 0] > 0, labels == 1)
+    assert np.array_equal(pixels[..., 1] > 0, labels == 3)
+    # RTSTRUCT: on the CT's series (through the registration), with the cord's PRV and the lesion
+    rt = pydicom.dcmread(outcome.folder / "rtstruct.dcm")
+    series = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    assert series.RTReferencedSeriesSequence[0].SeriesInstanceUID == _series_uid(
+        s["folder"] / "ct_dicom"
+    )
+    types = {o.RTROIInterpretedType for o in rt.RTROIObservationsSequence}
+    assert {"ORGAN", "AVOIDANCE", "GTV"} <= types
+    # the planner's gaps: the lesion's, as measured (grade 2: the mass touches the cord)
+    metrics = s["flow"].last_metrics.metrics
+    [gap] = outcome.planning["lesions"]
+    assert gap["mass_cord_min_distance_mm"] == pytest.approx(metrics["mass_cord_min_distance_mm"])
+    assert "Lesion 1: gap to the sac" in outcome.summary()
+
+
+def test_export_needs_the_dicom_series_the_mri_came_from(a_sample_session, tmp_path):
+    s = a_sample_session
+    nodes = s["nodes"]
+    with pytest.raises(InputError, match="was not loaded from DICOM"):
+        s["flow"].export_dicom(tmp_path / "dicom", nodes.pet, nodes.segmentation)
+    assert not (tmp_path / "dicom").exists()  # nothing written
+
+
+def test_a_level_row_of_the_sample_jumps_the_axial_view_into_the_mass(a_sample_session):
+    s = a_sample_session
+    metrics = s["flow"].last_metrics.metrics
+    index = next(i for i, row in enumerate(metrics["levels"]) if row["lesion_ids"])
+    point = s["flow"].jump_to_level(index)
+    red = s["scene"].GetSingletonNode("Red", "vtkMRMLSliceNode")
+    assert red.GetSliceToRAS().GetElement(2, 3) == pytest.approx(point[2])
+    lo, hi = metrics["levels"][index]["arc_range_mm"]
+    lesion_lo, lesion_hi = metrics["lesions"][0]["arc_range_mm"]
+    assert lo < lesion_hi and lesion_lo < hi  # the row's level holds the lesion
+
+
+def test_the_level_table_and_the_jump_survive_saving_and_reopening_the_scene(
+    a_sample_session, tmp_path
+):
+    s = a_sample_session
+    scene = read_mrb(save_mrb(s["scene"], tmp_path / "session.mrb"))
+    flow = Workflow(scene)  # nothing remembered but the scene
+    metrics = s["flow"].last_metrics.metrics
+    levels = scene.GetFirstNodeByName("MESCC levels")
+    assert levels is not None and levels.GetNumberOfRows() == len(metrics["levels"])
+    for index in range(len(metrics["levels"])):  # the centreline model read back from the bundle
+        np.testing.assert_allclose(
+            flow.level_point_lps(index), s["flow"].level_point_lps(index), atol=1e-3
+        )
+    tables = scene.GetNodesByClass("vtkMRMLTableNode")
+    names = {tables.GetItemAsObject(i).GetName() for i in range(tables.GetNumberOfItems())}
+    assert "MESCC lesions" in names

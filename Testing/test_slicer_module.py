@@ -39,6 +39,8 @@ SUFFIX_CLASS = {
     "ComboBox": {"QComboBox", "ctkComboBox"},
     "SpinBox": {"QSpinBox", "QDoubleSpinBox", "ctkDoubleSpinBox"},
     "CheckBox": {"QCheckBox"},
+    "TableView": {"qMRMLTableView", "QTableView"},
+    "TextBrowser": {"QTextBrowser"},
 }
 # Which widget classes can carry each parameter type (slicer.parameterNodeWrapper connectors).
 TYPE_WIDGETS = {
@@ -142,6 +144,115 @@ def test_every_parameter_is_bound_to_a_widget_of_a_matching_kind():
         assert bound[name] in TYPE_WIDGETS[type_name], (
             f"{name}: {type_name} bound to a {bound[name]}"
         )
+
+
+def _node_types(widget: ET.Element) -> list[str]:
+    for prop in widget.findall("property"):
+        if prop.get("name") == "nodeTypes":
+            return [item.text for item in prop.iter("string")]
+    return []
+
+
+def test_every_node_selector_offers_the_node_class_of_its_parameter():
+    fields = parameter_fields()
+    for name, widget in ui_widgets().items():
+        if widget.get("class") != "qMRMLNodeComboBox":
+            continue
+        parameter = next(
+            (
+                prop.find("string").text
+                for prop in widget.findall("property")
+                if prop.get("name") == "SlicerParameterName"
+            ),
+            None,
+        )
+        assert parameter in fields, f"{name} is bound to no parameter"
+        assert _node_types(widget) == [fields[parameter]], name
+
+
+def _method(class_name: str, method: str) -> ast.FunctionDef:
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == method:
+                    return item
+    raise AssertionError(f"no {class_name}.{method} in MESCCAnalyzer.py")
+
+
+def _calls(function: ast.FunctionDef, dotted: str) -> list[ast.Call]:
+    """The calls of ``self.workflow.compute_metrics``-like dotted names inside ``function``."""
+    return [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == dotted
+    ]
+
+
+def _keywords(call: ast.Call) -> dict[str, str]:
+    return {k.arg: ast.unparse(k.value) for k in call.keywords}
+
+
+def test_the_level_inputs_reach_the_metrics():
+    """The vertebra labelmap and the level anchor selectors feed compute_metrics, whose
+    signature takes them (issue 17)."""
+    import inspect
+
+    from MESCCAnalyzerLib.mrml.workflow import Workflow
+
+    widgets = ui_widgets()
+    assert _node_types(widgets["vertebraeSelector"]) == ["vtkMRMLLabelMapVolumeNode"]
+    assert _node_types(widgets["levelAnchorSelector"]) == ["vtkMRMLMarkupsFiducialNode"]
+    bound = bound_parameters()
+    assert bound["vertebraeVolume"] == bound["levelAnchor"] == "qMRMLNodeComboBox"
+    [call] = _calls(
+        _method("MESCCAnalyzerLogic", "computeMetrics"), "self.workflow.compute_metrics"
+    )
+    keywords = _keywords(call)
+    assert keywords["vertebrae_node"] == "p.vertebraeVolume"
+    assert keywords["level_anchor_node"] == "p.levelAnchor"
+    accepted = inspect.signature(Workflow.compute_metrics).parameters
+    assert set(keywords) <= set(accepted)
+
+
+def test_the_level_table_jumps_and_the_lesions_show_in_their_block():
+    widgets = ui_widgets()
+    assert widgets["levelsTableView"].get("class") == "qMRMLTableView"
+    assert widgets["lesionsTextBrowser"].get("class") == "QTextBrowser"
+    assert bound_parameters()["levelsTableNode"] == "qMRMLNodeComboBox"
+    setup = _method("MESCCAnalyzerWidget", "setup")
+    connects = {
+        (ast.unparse(c.func.value), ast.unparse(c.args[0]), ast.unparse(c.args[1]))
+        for c in ast.walk(setup)
+        if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "connect"
+    }
+    assert ("self.ui.levelsTableView", "'clicked(QModelIndex)'", "self.onLevelClicked") in connects
+    [jump] = _calls(_method("MESCCAnalyzerLogic", "jumpToLevel"), "self.workflow.jump_to_level")
+    assert [ast.unparse(a) for a in jump.args] == ["level"]
+    update = _method("MESCCAnalyzerWidget", "_updateGUI")
+    assert _calls(update, "self.ui.levelsTableView.setMRMLTableNode")
+    assert _calls(
+        _method("MESCCAnalyzerWidget", "_showResults"), "self.ui.lesionsTextBrowser.setHtml"
+    )
+
+
+def test_export_to_dicom_writes_through_the_workflow_and_fills_the_dicom_database():
+    import inspect
+
+    from MESCCAnalyzerLib.mrml.workflow import Workflow
+
+    widgets = ui_widgets()
+    assert widgets["exportDicomButton"].get("class") == "QPushButton"
+    assert widgets["dicomStatusLabel"].get("class") == "QLabel"
+    export = _method("MESCCAnalyzerLogic", "exportDicom")
+    [call] = _calls(export, "self.workflow.export_dicom")
+    assert set(_keywords(call)) <= set(inspect.signature(Workflow.export_dicom).parameters)
+    assert _keywords(call)["ct_node"] == "p.ctVolume"
+    [imported] = _calls(export, "DICOMUtils.importDicom")
+    assert _keywords(imported)["copyFiles"] == "True"  # the database keeps its own copy
+    # the self-test exercises levels, the jump and the export
+    test = ast.unparse(_method("MESCCAnalyzerTest", "test_end_to_end_on_the_sample_study"))
+    for step in ("logic.jumpToLevel(", "logic.exportDicom(", "TemporaryDICOMDatabase"):
+        assert step in test, step
 
 
 def test_node_selectors_receive_the_scene():

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import vtk
 from PIL import Image
 from webdriver import Browser, free_port, serve, stop, wait_until_served
 
+from MESCCAnalyzerLib.mrml.levels import lesion_blocks, level_point_lps, level_rows
 from MESCCAnalyzerLib.web.teaching import format_value, metric_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +120,12 @@ def red_pixels(pixels: np.ndarray) -> int:
     return int(np.count_nonzero((r > 140) & (g < 90) & (b < 90)))
 
 
+def magenta_pixels(pixels: np.ndarray) -> int:
+    """Pixels of lesion 1's magenta (0.90, 0.20, 0.70), shaded: red and blue well above green."""
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(np.count_nonzero((r > 100) & (b > 0.5 * r) & (g < 0.6 * b) & (r - g > 60)))
+
+
 def coloured_pixels(pixels: np.ndarray) -> int:
     """Saturated pixels (the models' colour map), as opposed to the grey background."""
     return int(np.count_nonzero(pixels.max(axis=2) - pixels.min(axis=2) > 60))
@@ -198,8 +206,43 @@ def a_demo_session(a_served_demo, tmp_path_factory):
                 r.id, r.querySelector('.metric-value').innerText])"""
         )
         seen["plot_width"] = b.evaluate("document.querySelector('#csa-plot').naturalWidth")
+        seen["levels"] = b.evaluate(
+            """Array.from(document.querySelectorAll('#levels-table tbody tr.level-row')).map(r => [
+                r.id, Array.from(r.querySelectorAll('td')).map(c => c.innerText.trim()),
+                r.classList.contains('flagged')])"""
+        )
+        seen["level_reasons"] = b.evaluate(
+            """Array.from(document.querySelectorAll('#levels-table tbody tr'))
+                .filter(r => r.id.startsWith('level-why-')).map(r => [r.id, r.innerText.trim()])"""
+        )
+        seen["lesions"] = b.evaluate(
+            """Array.from(document.querySelectorAll('.lesion-block')).map(c => ({
+                id: c.id, title: c.querySelector('.lesion-title').innerText,
+                grade: c.querySelector('.lesion-grade').innerText,
+                reason: c.querySelector('.lesion-reason').innerText,
+                border: getComputedStyle(c).borderLeftColor,
+                values: Array.from(c.querySelectorAll('tr')).map(r => r.innerText)}))"""
+        )
         seen["step4"] = page.screenshot("4_metrics")
         seen["timings_s"]["4 metrics"] = time.monotonic() - start
+
+        # the level table: a click on the (first) row holding the lesion jumps the views there
+        # the slice offsets the page's sliders hold (axial Red, coronal Green, sagittal Yellow)
+        sliders = """['Red', 'Green', 'Yellow'].map(
+            v => window.trame.state.state[v + '__SliderState__value'])"""
+        seen["sliders_before"] = b.evaluate(sliders)
+        row = b.evaluate(
+            """Array.from(document.querySelectorAll('#levels-table tbody tr.level-row'))
+                .findIndex(r => r.querySelectorAll('td')[4].innerText.trim() !== '')"""
+        )
+        seen["jump_row"] = row
+        b.click(f"#level-{row}")
+        b.wait_for("document.querySelector('#level-text').innerText.startsWith('Views at')")
+        page.wait_idle()
+        seen["level_text"] = b.text("#level-text")
+        time.sleep(1.0)  # the sliders follow the slice nodes' next modification
+        seen["sliders_after"] = b.evaluate(sliders)
+        seen["step4_level"] = page.screenshot("4_levels")
 
         # teaching: what each metric measures, the mass highlighted
         b.click("#teaching")
@@ -290,9 +333,73 @@ def test_the_3d_view_shows_the_models_with_the_distance_map(a_demo_session):
     box = s["views"]["3d"][0]
     empty, measured = region(s["step3"], box), region(s["step4"], box)
     assert coloured_pixels(empty) < 200  # before the metrics: background only
-    # cord, sac and mass models: thousands of coloured pixels; red where mass meets cord
+    # cord, sac and mass models: thousands of coloured pixels; red where the mass presses on
+    # the cord (the cord's distance map; the patch lies partly behind the mass: about 100 px)
     assert coloured_pixels(measured) > 5000
-    assert red_pixels(measured) > 100
+    assert red_pixels(measured) > 50
+
+
+def test_the_3d_view_colours_the_lesion_as_its_block(a_demo_session):
+    s = a_demo_session
+    box = s["views"]["3d"][0]
+    before, measured = region(s["step3"], box), region(s["step4"], box)
+    # lesion 1's magenta (0.90, 0.20, 0.70): nowhere before the metrics, the mass after
+    assert magenta_pixels(before) == 0
+    assert magenta_pixels(measured) > 1000
+    [block] = s["lesions"]
+    [lesion] = lesion_blocks(json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8")))
+    rgb = tuple(int(lesion["color"][i : i + 2], 16) for i in (1, 3, 5))
+    assert rgb == (230, 51, 178)
+    assert block["border"] == f"rgb{rgb}"  # the block's colour bar: the same colour
+
+
+def test_the_level_table_and_the_lesion_block_are_those_of_metrics_json(a_demo_session):
+    s = a_demo_session
+    metrics = json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8"))
+    rows = level_rows(metrics)
+    expected = [
+        [
+            f"level-{r['index']}",
+            [r["level"], r["cord_min_csa_mm2"], r["cord_ap_min_mm"], r["canal_min_area_mm2"],
+             r["lesions"], r["flagged"]],
+            r["is_flagged"],
+        ]
+        for r in rows
+    ]  # fmt: skip
+    assert s["levels"] == expected and len(expected) >= 3
+    assert [r[1][0] for r in s["levels"]] == [r["level"] for r in metrics["levels"]]
+    # the demo's grade-2 mass deforms the cord: its level is flagged, names the lesion, says why
+    assert any(flagged and cells[4] == "1" for _, cells, flagged in s["levels"])
+    assert s["level_reasons"] == [
+        [f"level-why-{r['index']}", r["flag_reason"]] for r in rows if r["is_flagged"]
+    ]
+    assert all("below its neighbours" in text for _, text in s["level_reasons"])
+    [block] = s["lesions"]
+    [lesion] = lesion_blocks(metrics)
+    assert block["id"] == "lesion-1" and block["title"] == lesion["title"]
+    assert block["grade"].endswith(f"Bilsky {metrics['bilsky_grade']}")
+    assert block["reason"] == metrics["bilsky_reason"]
+    assert f"MSCC\t{format_value(metrics['mscc_percent'], '%')}" in block["values"]
+
+
+def test_a_click_on_a_level_row_moves_the_slice_views_to_that_level(a_demo_session):
+    s = a_demo_session
+    metrics = json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8"))
+    row = metrics["levels"][s["jump_row"]]
+    assert row["lesion_ids"] == [1]
+    reader = vtk.vtkXMLPolyDataReader()
+    reader.SetFileName(str(s["out"] / "models" / "cord_centerline.vtp"))
+    reader.Update()
+    lps = level_point_lps(row["arc_range_mm"], reader.GetOutput())
+    ras = [-lps[0], -lps[1], lps[2]]
+    assert s["level_text"].startswith(f"Views at {row['level']}: R {ras[0]:.1f}")
+    # the slice offsets of the page's sliders put each view through the point: axial at its
+    # S, coronal at its A, sagittal at -R (that view's normal points to the patient's left)
+    axial, coronal, sagittal = s["sliders_after"]
+    assert (axial, coronal, sagittal) == pytest.approx((ras[2], ras[1], -ras[0]), abs=1e-3)
+    assert abs(s["sliders_before"][0] - axial) > 5.0  # the axial view moved from the worst section
+    for box in s["views"]["slices"]:  # and the views still show the MRI
+        assert region(s["step4_level"], box).std() > 10.0
 
 
 def test_teaching_explains_each_metric_and_highlights_the_mass(a_demo_session):
@@ -304,9 +411,9 @@ def test_teaching_explains_each_metric_and_highlights_the_mass(a_demo_session):
     assert not rows["metric-mscc_percent"][2]  # measured on the cord: not highlighted
     box = s["views"]["3d"][0]
     mass_only = region(s["teaching"], box)
-    # the mass alone at full opacity: its blue body and the red contact patch
+    # the mass alone at full opacity, in its lesion's colour; the cord faded
     assert coloured_pixels(mass_only) > 3000
-    assert red_pixels(mass_only) > 20
+    assert magenta_pixels(mass_only) > 2000
 
 
 def test_report_and_scene_are_written_for_download(a_demo_session):

@@ -24,15 +24,16 @@ from .. import LABEL_MASS
 from .centerline import Centerline, voxel_points_lps
 
 LESION_COLOURS = (
-    (0.90, 0.10, 0.10),
-    (0.85, 0.20, 0.85),
-    (1.00, 0.50, 0.00),
-    (0.55, 0.25, 0.05),
-    (0.10, 0.65, 0.30),
-    (0.45, 0.20, 0.75),
+    (0.90, 0.20, 0.70),  # magenta
+    (0.80, 0.50, 0.20),  # ochre
+    (0.55, 0.30, 0.85),  # violet
+    (1.00, 0.60, 0.75),  # pink
+    (0.55, 0.55, 0.15),  # olive
+    (0.10, 0.60, 0.60),  # teal
 )
-"""Lesion ``i``'s colour is ``LESION_COLOURS[(i - 1) % 6]`` (the first is the mass colour of
-a one-lesion study; none is the cord's yellow or the CSF's blue)."""
+"""Lesion ``i``'s colour (report, panel, page, scene) is ``LESION_COLOURS[(i - 1) % 6]``:
+away from the cord's pale yellow, the sac's light blue and the red-to-blue distance map on
+the cord."""
 
 MIN_LESION_VOLUME_ML = 0.05
 """Smallest lesion (0.05 ml = 50 mm3, a sphere 4.6 mm across): below it a mass region is a

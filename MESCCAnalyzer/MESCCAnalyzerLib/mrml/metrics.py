@@ -10,9 +10,12 @@ MESCC segments) and an optional SUV volume node on the same grid, runs
   the mass (``DistanceToMass_mm``), 0-10 mm on a red-yellow-green-blue scale, so the patch
   where the mass presses on the cord shows red; the cord centreline as a line model;
 * a table node of the cross-sections (one row per section, the columns of sections.csv);
-* a plot chart of cord CSA and AP diameter against arc length, with the mass's craniocaudal
-  extent drawn as a box and the worst section as a vertical line;
+* a plot chart of cord CSA and AP diameter against arc length, with each lesion's
+  craniocaudal extent drawn as a box in its colour and the worst section as a vertical line;
 * a table node of the metrics (key, value);
+* a table node of the vertebral levels (one row per level crossed by the cord: minima,
+  lesions, narrowing flag and why) and one of the lesions (one row each: levels, grade,
+  reason, MSCC, volume...), see :mod:`.levels`; the mass model coloured per lesion;
 * a text node "MESCC results" holding the metrics, the sections and the notes as JSON, with
   references to the models (:func:`store_results`): what the report needs survives saving the
   scene and opening it again (:func:`read_results`).
@@ -28,8 +31,24 @@ import slicer
 import vtk
 
 from ..measure.definitions import BY_KEY
-from ..measure.metrics import DISTANCE_TO_CORD, DISTANCE_TO_MASS, MetricsResult, compute_metrics
+from ..measure.metrics import (
+    DISTANCE_TO_CORD,
+    DISTANCE_TO_MASS,
+    LevelSource,
+    MetricsResult,
+    compute_metrics,
+)
 from ..measure.surfaces import lps_to_ras_polydata
+from .levels import (
+    LESION_FIELDS,
+    LEVEL_COLUMNS,
+    LEVEL_NUMBERS,
+    color_mass_by_lesion,
+    lesion_color,
+    lesion_color_node,
+    lesions_of,
+    level_rows,
+)
 from .nodes import image_from_volume_node
 from .registration import volume_on_grid
 from .segmentation import labels_from_segmentation_node
@@ -62,7 +81,17 @@ class MetricsNodes:
     chart: object = None
     series: dict = field(default_factory=dict)  # name -> plot series node
     color_node: object = None
+    levels_table: object = None
+    lesions_table: object = None
+    lesion_color_node: object = None
     result: MetricsResult | None = None
+
+    def nodes(self) -> list:
+        """Every node made for this result (the shared distance colour node excepted)."""
+        found = [*self.models.values(), *self.series.values()]
+        found += [self.sections_table, self.metrics_table, self.extent_table, self.chart]
+        found += [self.levels_table, self.lesions_table, self.lesion_color_node]
+        return [n for n in found if n is not None]
 
 
 def distance_color_node(scene):
@@ -155,15 +184,26 @@ def _series(scene, name: str, table_node, x: str, y: str, rgb, *, line_style=Non
 
 
 def add_metrics_nodes(scene, result: MetricsResult, *, prefix: str = "MESCC") -> MetricsNodes:
-    """Add models, tables and the CSA/AP chart of ``result`` to ``scene`` (module docstring)."""
+    """Add models, tables and the CSA/AP chart of ``result`` to ``scene`` (module docstring).
+
+    A study without a mass has no mass model and no lesion; the mass model, when there is
+    one, is coloured per lesion (its distance arrays stay on it for the Models module).
+    """
     out = MetricsNodes(result=result)
     out.color_node = distance_color_node(scene)
+    lesions = lesions_of(result.metrics)
     for key in ("cord", "sac", "mass", "centerline"):
-        out.models[key] = _add_model(scene, result.models[key], key, out.color_node)
+        if result.models.get(key) is not None:
+            out.models[key] = _add_model(scene, result.models[key], key, out.color_node)
+    if "mass" in out.models:
+        out.lesion_color_node = lesion_color_node(scene, lesions)
+        color_mass_by_lesion(out.models["mass"], out.lesion_color_node)
     out.sections_table = _sections_table(scene, result, prefix)
-    out.extent_table = _extent_table(scene, result, prefix)
-    out.chart, out.series = _chart(scene, out.sections_table, out.extent_table, prefix)
+    out.extent_table = _extent_table(scene, result, lesions, prefix)
+    out.chart, out.series = _chart(scene, out.sections_table, out.extent_table, lesions, prefix)
     out.metrics_table = _metrics_table(scene, result.metrics, prefix)
+    out.levels_table = levels_table(scene, result.metrics, prefix=prefix)
+    out.lesions_table = lesions_table(scene, result.metrics, prefix=prefix)
     return out
 
 
@@ -176,28 +216,33 @@ def _sections_table(scene, result: MetricsResult, prefix: str):
     return node
 
 
-def _extent_table(scene, result: MetricsResult, prefix: str):
-    """The mass's extent (a box) and the worst section (a line) for the chart."""
+def _extent_table(scene, result: MetricsResult, lesions: list[dict], prefix: str):
+    """Each lesion's extent (a box, columns ``lesion_N_arc_mm`` / ``lesion_N``) and the worst
+    section (a line) for the chart."""
     m = result.metrics
-    lo, hi = m["mass_arc_range_mm"]
     valid = result.sections.valid
     top = float(np.nanmax(np.where(valid, result.sections.cord_csa_mm2, np.nan))) * 1.1
-    worst = m["worst_section_arc_mm"]
-    return _table_node(
-        scene,
-        f"{prefix} mass extent",
-        [
-            _double_column("arc_mm", [lo, lo, hi, hi, lo]),
-            _double_column("mass_extent", [0.0, top, top, 0.0, 0.0]),
-            _double_column("worst_arc_mm", [worst, worst, worst, worst, worst]),
-            _double_column("worst", [0.0, top, top, top, top]),
-        ],
-    )
+    worst = m.get("worst_section_arc_mm")
+    worst = float("nan") if worst is None else float(worst)
+    columns = [
+        _double_column("worst_arc_mm", [worst] * 5),
+        _double_column("worst", [0.0, top, top, top, top]),
+    ]
+    for lesion in lesions:
+        if lesion.get("arc_range_mm") is None:
+            continue
+        lo, hi = lesion["arc_range_mm"]
+        columns += [
+            _double_column(f"lesion_{lesion['id']}_arc_mm", [lo, lo, hi, hi, lo]),
+            _double_column(f"lesion_{lesion['id']}", [0.0, top, top, 0.0, 0.0]),
+        ]
+    return _table_node(scene, f"{prefix} lesion extents", columns)
 
 
-def _chart(scene, sections_table, extent_table, prefix: str):
-    """The chart of cord CSA and AP diameter along the centreline, with the mass and the
-    worst section; returns the chart node and its series by name."""
+def _chart(scene, sections_table, extent_table, lesions: list[dict], prefix: str):
+    """The chart of cord CSA and AP diameter along the centreline, with each lesion's extent
+    (a box in its colour) and the worst section; returns the chart node and its series by
+    name (``cord_csa_mm2``, ``cord_ap_mm``, ``worst``, ``lesion_1``, ...)."""
     chart = scene.AddNewNodeByClass(
         "vtkMRMLPlotChartNode", scene.GenerateUniqueName(f"{prefix} cord along its axis")
     )
@@ -215,15 +260,20 @@ def _chart(scene, sections_table, extent_table, prefix: str):
         "cord_ap_mm": _series(
             scene, "cord AP diameter (mm)", sections_table, "arc_mm", "cord_ap_mm", (0.1, 0.3, 0.85)
         ),
-        "mass_extent": _series(
-            scene, "mass extent", extent_table, "arc_mm", "mass_extent", (0.8, 0.1, 0.1),
-            line_style=dash,
-        ),
-        "worst": _series(
+    }
+    table = extent_table.GetTable()
+    for lesion in lesions:
+        name = f"lesion_{lesion['id']}"
+        if table.GetColumnByName(name) is not None:
+            series[name] = _series(
+                scene, f"lesion {lesion['id']} extent", extent_table, f"{name}_arc_mm", name,
+                lesion_color(lesion["id"]), line_style=dash,
+            )  # fmt: skip
+    if np.isfinite(table.GetValueByName(0, "worst_arc_mm").ToDouble()):
+        series["worst"] = _series(
             scene, "worst section", extent_table, "worst_arc_mm", "worst", (0.3, 0.3, 0.3),
             line_style=dot,
-        ),
-    }  # fmt: skip
+        )  # fmt: skip
     for node in series.values():
         chart.AddAndObservePlotSeriesNodeID(node.GetID())
     return chart, series
@@ -232,8 +282,9 @@ def _chart(scene, sections_table, extent_table, prefix: str):
 def _metrics_table(scene, m: dict, prefix: str):
     """Every value of metrics.json with its name, unit and definition from the one table of
     definitions (the report's and the page's): Slicer's table view shows them side by side."""
-    keys = [k for k in m if k not in ("bilsky_facts",)]
-    keys += [f"bilsky_facts.{k}" for k in m.get("bilsky_facts", {})]
+    # the levels and the lesions have their own tables
+    keys = [k for k in m if k not in ("bilsky_facts", "levels", "lesions")]
+    keys += [f"bilsky_facts.{k}" for k in m.get("bilsky_facts") or {}]
     values = [
         _format(m[k]) if "." not in k else _format(m["bilsky_facts"][k.split(".", 1)[1]])
         for k in keys
@@ -255,6 +306,66 @@ def _metrics_table(scene, m: dict, prefix: str):
     return node
 
 
+def levels_table(scene, metrics: dict, *, prefix: str = "MESCC"):
+    """The per-level table (:data:`.levels.LEVEL_COLUMNS`: numbers as doubles, NaN where a
+    level has none; the arc range last), one row per level, cranial first; its headers say
+    the unit and hold the column's description."""
+    rows, raw = level_rows(metrics), metrics.get("levels") or []
+    columns = []
+    for key, _header, _unit, _description in LEVEL_COLUMNS:
+        if key in LEVEL_NUMBERS:  # the values of metrics.json (NaN where a level has none)
+            values = [float("nan") if r.get(key) is None else r[key] for r in raw]
+            columns.append(_double_column(key, values))
+        else:
+            columns.append(_string_column(key, [r[key] for r in rows]))
+    columns += [
+        _double_column("arc_from_mm", [r["arc_range_mm"][0] for r in rows]),
+        _double_column("arc_to_mm", [r["arc_range_mm"][1] for r in rows]),
+    ]
+    node = _table_node(scene, f"{prefix} levels", columns)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    for key, header, unit, description in LEVEL_COLUMNS:
+        node.SetColumnTitle(key, f"{header} ({unit})" if unit else header)
+        node.SetColumnUnitLabel(key, unit)
+        node.SetColumnDescription(key, description)
+    for key, header in (("arc_from_mm", "arc from (mm)"), ("arc_to_mm", "arc to (mm)")):
+        node.SetColumnTitle(key, header)
+        node.SetColumnUnitLabel(key, "mm")
+        node.SetColumnDescription(key, "the level's range along the cord centreline")
+    node.SetAttribute("MESCC.LevelsNamed", "true" if metrics.get("levels_named") else "false")
+    return node
+
+
+def lesions_table(scene, metrics: dict, *, prefix: str = "MESCC"):
+    """One row per lesion (cranial first): id, levels, grade, reason and
+    :data:`.levels.LESION_FIELDS` (the values of metrics.json, units in the column labels)."""
+    lesions = lesions_of(metrics)
+    keys = [k for k in LESION_FIELDS if any(k in lesion for lesion in lesions)]
+    columns = [
+        _string_column("lesion", [str(lesion["id"]) for lesion in lesions]),
+        _string_column("levels", [", ".join(lesion.get("levels") or []) for lesion in lesions]),
+        _string_column(
+            "bilsky_grade", [str(lesion.get("bilsky_grade") or "") for lesion in lesions]
+        ),
+        _string_column(
+            "bilsky_reason", [str(lesion.get("bilsky_reason") or "") for lesion in lesions]
+        ),
+    ]
+    for key in keys:
+        values = [lesion.get(key) for lesion in lesions]
+        if all(v is None or isinstance(v, (int, float)) for v in values):
+            columns.append(_double_column(key, [float("nan") if v is None else v for v in values]))
+        else:
+            columns.append(_string_column(key, ["" if v is None else _format(v) for v in values]))
+    node = _table_node(scene, f"{prefix} lesions", columns)
+    for key in keys:
+        known = BY_KEY.get(key)
+        if known is not None:
+            node.SetColumnUnitLabel(key, known.unit)
+            node.SetColumnDescription(key, known.definition)
+    return node
+
+
 def _labels_from_node(node, reference_node=None):
     if node.IsA("vtkMRMLSegmentationNode"):
         return labels_from_segmentation_node(node, reference_node)
@@ -266,17 +377,26 @@ def _labels_from_node(node, reference_node=None):
 
 
 def compute_metrics_nodes(
-    scene, labels_node, pet_node=None, *, reference_node=None, progress=None, cancel=None
+    scene,
+    labels_node,
+    pet_node=None,
+    *,
+    reference_node=None,
+    levels: LevelSource | None = None,
+    progress=None,
+    cancel=None,
 ) -> MetricsNodes:
     """Measure ``labels_node`` (labelmap volume or segmentation node) and add the result nodes.
 
     ``pet_node``: SUV volume node (optional), resampled onto the labelmap's grid through its
     parent transform (e.g. the PET-to-MRI registration). ``reference_node``: the
     volume whose grid a segmentation node is exported onto (its source volume by default).
+    ``levels``: how the vertebral levels are named (see
+    :func:`.levels.level_source_from_nodes`); numbered from the top without it.
     """
     labels = _labels_from_node(labels_node, reference_node)
     pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
-    result = compute_metrics(labels, pet, progress=progress, cancel=cancel)
+    result = compute_metrics(labels, pet, levels=levels, progress=progress, cancel=cancel)
     return add_metrics_nodes(scene, result)
 
 

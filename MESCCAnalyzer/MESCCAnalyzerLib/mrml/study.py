@@ -16,6 +16,10 @@ from ..phantom import write_phantom
 from ..progress import CancelCallback, ProgressCallback, sub_progress
 from .nodes import add_volume_node
 
+#: a volume node's attribute naming the folder of the DICOM series it was read from (the
+#: phantom writes its T2 and CT also as DICOM): what *Export to DICOM* references.
+DICOM_SERIES_ATTRIBUTE = "MESCC.DicomSeries"
+
 
 @dataclass
 class StudyNodes:
@@ -26,6 +30,7 @@ class StudyNodes:
     ct: object | None = None
     pet: object | None = None
     labels: object | None = None
+    vertebrae: object | None = None  # a VerSe vertebra labelmap (names the levels)
     truth: dict | None = None
     folder: Path | None = None
 
@@ -53,7 +58,8 @@ def load_phantom_study(
 def load_study_folder(
     scene, folder: str | os.PathLike, *, progress: ProgressCallback | None = None
 ) -> StudyNodes:
-    """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels)."""
+    """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels, and
+    the whole-spine phantom's vertebrae: a VerSe labelmap, hidden, that names the levels)."""
 
     folder = Path(folder)
     t2_path = folder / "t2.nii.gz"
@@ -63,11 +69,13 @@ def load_study_folder(
     stem = folder.name or "study"
     report(0.0, "MRI")
     nodes = StudyNodes(mri=add_volume_node(scene, load_image(t2_path), f"{stem} T2"), folder=folder)
+    _note_dicom_series(nodes.mri, folder / "t2_dicom")
     if (folder / "t1.nii.gz").is_file():
         nodes.t1 = add_volume_node(scene, load_image(folder / "t1.nii.gz"), f"{stem} T1")
     report(0.4, "CT")
     if (folder / "ct.nii.gz").is_file():
         nodes.ct = add_volume_node(scene, load_image(folder / "ct.nii.gz"), f"{stem} CT")
+        _note_dicom_series(nodes.ct, folder / "ct_dicom")
     report(0.6, "PET")
     if (folder / "pet_dicom").is_dir():
         suv_image, _info = pet_to_suv(folder / "pet_dicom")
@@ -78,7 +86,17 @@ def load_study_folder(
         nodes.labels = add_volume_node(
             scene, load_image(folder / "labels.nii.gz"), f"{stem} truth labels", labelmap=True
         )
+    if (folder / "vertebrae.nii.gz").is_file():
+        nodes.vertebrae = add_volume_node(
+            scene, load_image(folder / "vertebrae.nii.gz"), f"{stem} vertebrae", labelmap=True
+        )
+        nodes.vertebrae.GetDisplayNode().SetVisibility(False)
     if (folder / "truth.json").is_file():
         nodes.truth = json.loads((folder / "truth.json").read_text())
     report(1.0, "loaded")
     return nodes
+
+
+def _note_dicom_series(node, series_folder: Path) -> None:
+    if series_folder.is_dir():
+        node.SetAttribute(DICOM_SERIES_ATTRIBUTE, str(series_folder.resolve()))

@@ -1,4 +1,5 @@
-"""The panel's five steps as MRML logic: study, registration, segmentation, metrics, report.
+"""The panel's five steps as MRML logic: study, registration, segmentation, metrics, report
+(and the DICOM exports of the report step).
 
 The Slicer widget calls only this (through its thin Logic); pytest drives the same calls on a
 bare ``vtkMRMLScene``. A :class:`Workflow` keeps what an interactive session reuses between
@@ -11,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +21,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..export import DEFAULT_PRV_MM, build_exports, check_sources, write_exports
+from ..io.study import load_volume
 from ..pet.suv import pet_to_suv
 from ..pipeline import measure, report_inputs, segmentation_channels
 from ..report import write_report
 from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower
 from ..segmentation.seeds import strokes_from_labels
+from .levels import level_point_lps, level_source_from_nodes
 from .metrics import add_metrics_nodes, read_results, store_results
 from .nodes import (
     add_volume_node,
@@ -32,6 +38,7 @@ from .nodes import (
 )
 from .registration import (
     control_points_lps,
+    itk_linear_transform_from_node,
     register_volumes,
     registration_report_of,
     roi_mask_on,
@@ -45,10 +52,38 @@ from .segmentation import (
     write_labels_to_segmentation_node,
     write_seed_labels,
 )
-from .study import load_phantom_study
+from .study import DICOM_SERIES_ATTRIBUTE, load_phantom_study
 
 PRESETS = ("rigid", "rigid in ROI", "rigid + deformable")
 NOTES_ATTRIBUTE = "MESCC.Notes"  # what a conversion noted (e.g. the SUV's), saved with the scene
+
+
+@dataclass
+class DicomExportOutcome:
+    """What *Export to DICOM* wrote: the folder, its DICOM files and the planning summary."""
+
+    folder: Path
+    files: list[Path]
+    planning: dict
+
+    def summary(self) -> str:
+        """One line per object and per lesion's gaps, for the panel."""
+        lines = [f"DICOM written to {self.folder}: {', '.join(f.name for f in self.files)}."]
+        p = self.planning
+        if p.get("cord_prv_volume_ml") is not None:
+            lines.append(f"Cord PRV ({p['prv_margin_mm']:g} mm): {p['cord_prv_volume_ml']:.2f} ml.")
+        for gap in p.get("lesions", []):
+            parts = [
+                f"gap to the {what} {gap[key]:.1f} mm" + (" (under 3 mm)" if gap.get(flag) else "")
+                for what, key, flag in (
+                    ("sac", "mass_sac_min_distance_mm", "gap_sac_under_3mm"),
+                    ("cord", "mass_cord_min_distance_mm", "gap_cord_under_3mm"),
+                )
+                if gap.get(key) is not None
+            ]
+            if parts:
+                lines.append(f"Lesion {gap['lesion']}: " + ", ".join(parts) + ".")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -232,24 +267,78 @@ class Workflow:
 
     # -- 4. metrics -------------------------------------------------------------------------------
     def compute_metrics(
-        self, segmentation_node, mri_node, pet_node=None, *, progress=None, cancel=None
+        self,
+        segmentation_node,
+        mri_node,
+        pet_node=None,
+        *,
+        vertebrae_node=None,
+        level_anchor_node=None,
+        progress=None,
+        cancel=None,
     ):
-        """Measure the segmentation; the result nodes (and the results, kept in the scene)."""
+        """Measure the segmentation; the result nodes (and the results, kept in the scene).
+
+        ``vertebrae_node``: a VerSe vertebra labelmap on the MRI's grid, or
+        ``level_anchor_node``: a markups point labelled with its vertebra (``T6``); they name
+        the levels (numbered from the top without either).
+        """
+        levels = level_source_from_nodes(vertebrae_node, level_anchor_node)
         labels = labels_from_segmentation_node(segmentation_node, mri_node)
         pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
-        self.last_metrics = measure(labels, pet, progress=progress, cancel=cancel)
+        self.last_metrics = measure(labels, pet, levels=levels, progress=progress, cancel=cancel)
         nodes = add_metrics_nodes(self.scene, self.last_metrics)
         store_results(self.scene, nodes, notes=self.last_metrics.metrics.get("notes", []))
         return nodes
 
+    def results_metrics(self) -> dict | None:
+        """The metrics measured last (kept in the scene: also after reopening it), or None."""
+        if self.last_metrics is not None:
+            return self.last_metrics.metrics
+        stored = read_results(self.scene)
+        return stored.metrics if stored is not None else None
+
     def show_results(self):
         """Slice views and the 3D camera on the worst section of the last metrics."""
         ensure_views(self.scene)
-        worst = self.last_metrics.metrics.get("worst_section_lps_mm")
+        worst = (self.results_metrics() or {}).get("worst_section_lps_mm")
         if worst is not None:
             focus_views(self.scene, worst)
 
-    # -- 5. report ---------------------------------------------------------------------------------
+    def level_point_lps(self, level: int | str) -> np.ndarray:
+        """The centreline point (LPS mm) in the middle of a level of the metrics: its row in
+        the level table (0 the most cranial) or its name (``T6``)."""
+        metrics = self.results_metrics()
+        if metrics is None:
+            raise InputError("compute the metrics first")
+        rows = metrics.get("levels") or []
+        names = [str(row["level"]) for row in rows]
+        index = names.index(level) if isinstance(level, str) and level in names else level
+        if isinstance(index, str) or not 0 <= index < len(rows):
+            raise InputError(
+                f"there is no level {level!r} in the level table",
+                hint=f"the levels measured: {', '.join(names) or 'none'}",
+            )
+        if self.last_metrics is not None:
+            centerline = self.last_metrics.models["centerline"]
+        else:
+            centerline = read_results(self.scene).models.get("centerline")
+            if centerline is None:
+                raise InputError(
+                    "the cord centreline model is gone from the scene",
+                    hint="compute the metrics again",
+                )
+        return level_point_lps(rows[index]["arc_range_mm"], centerline)
+
+    def jump_to_level(self, level: int | str) -> np.ndarray:
+        """Slice views (and the 3D camera) on a level (row or name, see
+        :meth:`level_point_lps`); returns the point (LPS mm)."""
+        point = self.level_point_lps(level)
+        ensure_views(self.scene)
+        focus_views(self.scene, point)
+        return point
+
+    # -- 5. report and DICOM -----------------------------------------------------------------------
     def save_report(self, path, mri_node, segmentation_node, pet_node=None):
         """The report of the measured results kept in the scene (also after reopening it)."""
         stored = read_results(self.scene)
@@ -269,3 +358,78 @@ class Workflow:
             notes=[*pet_notes, *stored.notes],
         )
         return write_report(inputs, path)
+
+    def export_dicom(
+        self,
+        out_dir,
+        mri_node,
+        segmentation_node,
+        *,
+        ct_node=None,
+        mri_files=None,
+        ct_files=None,
+        prv_mm: float = DEFAULT_PRV_MM,
+    ) -> DicomExportOutcome:
+        """DICOM SEG and SR on the MRI's series (and RTSTRUCT on the CT's, when a CT is given)
+        of the segmentation and the last metrics, written into the new folder ``out_dir``.
+
+        The series are the DICOM files the volumes were loaded from: ``mri_files`` /
+        ``ct_files`` (Slicer's DICOM database knows them), else the folder the study loader
+        noted on the node. The CT's structures are carried through its parent (registration)
+        transform, as :func:`MESCCAnalyzerLib.export.check_sources` expects.
+        """
+        stored = read_results(self.scene)  # as metrics.json holds them (NaN: None)
+        if stored is None:
+            raise InputError("compute the metrics first", hint="step 4: Compute metrics")
+        mri_to_ct = None
+        if ct_node is not None:
+            parent = ct_node.GetParentTransformNode()
+            if parent is not None:
+                if not parent.IsTransformToWorldLinear():
+                    raise InputError(
+                        f"'{ct_node.GetName()}' is under a non-linear transform; the RTSTRUCT "
+                        "needs the rigid registration",
+                        hint="register with the 'rigid' preset, or export without the CT",
+                    )
+                mri_to_ct = itk_linear_transform_from_node(parent)
+        with ExitStack() as folders:  # the series' files are read by check_sources
+            mri = load_volume(
+                folders.enter_context(_dicom_folder(mri_node, mri_files, "the MRI")),
+                modality="MR",
+            )
+            ct = None
+            if ct_node is not None:
+                ct = load_volume(
+                    folders.enter_context(_dicom_folder(ct_node, ct_files, "the CT")),
+                    modality="CT",
+                )
+            sources = check_sources(mri, ct, mri_to_ct)
+        labels = labels_from_segmentation_node(segmentation_node, mri_node)
+        exports = build_exports(sources, labels, stored.metrics, prv_mm=prv_mm)
+        folder = write_exports(exports, out_dir)
+        files = [folder / name for name in exports.files()]
+        return DicomExportOutcome(folder=folder, files=files, planning=exports.planning)
+
+
+@contextmanager
+def _dicom_folder(node, files, role: str) -> Iterator[Path]:
+    """A folder holding a volume node's DICOM series: links to ``files`` in a temporary
+    folder (removed after), or the folder the study loader noted on the node."""
+    if files:
+        tmp = Path(tempfile.mkdtemp(prefix="mescc_dicom."))
+        try:
+            for n, f in enumerate(files):
+                os.symlink(os.path.abspath(f), tmp / f"{n:05d}.dcm")
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    noted = node.GetAttribute(DICOM_SERIES_ATTRIBUTE)
+    if not noted or not Path(noted).is_dir():
+        raise InputError(
+            f"{role} '{node.GetName()}' was not loaded from DICOM: the DICOM exports "
+            "reference the original series by their UIDs",
+            hint=f"load {role} through the DICOM browser and measure on it"
+            + (" (or leave the CT out: SEG and SR need only the MRI)" if role == "the CT" else ""),
+        )
+    yield Path(noted)

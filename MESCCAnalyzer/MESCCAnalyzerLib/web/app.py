@@ -24,6 +24,14 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectPaint
 
 from ..errors import MESCCError
+from ..mrml.levels import (
+    NO_LESION_TEXT,
+    lesion_blocks,
+    lesion_color,
+    lesions_of,
+    level_rows,
+    levels_note,
+)
 from ..mrml.registration import show_pet_overlay
 from ..mrml.scene import save_mrb
 from ..mrml.study import load_study_folder
@@ -101,9 +109,16 @@ class MesccWebApp:
                 "painting": False,
                 "paint_segment": "mass",
                 "paint_segments": list(PAINT_SEGMENTS),
+                "measured": False,
                 "grade": "",
                 "grade_reason": "",
                 "metric_rows": [],
+                "level_rows": [],
+                "levels_note": "",
+                "level_text": "",
+                "level_selected": -1,
+                "lesion_blocks": [],
+                "no_lesion_text": NO_LESION_TEXT,
                 "csa_plot": "",
                 "report_text": "",
                 "teaching": False,
@@ -257,16 +272,24 @@ class MesccWebApp:
         if self.preview is not None:
             self.accept()
         self._remove_metrics_nodes()
-        self.metrics_nodes = self.flow.compute_metrics(n.segmentation, n.mri, n.pet)
+        self.metrics_nodes = self.flow.compute_metrics(
+            n.segmentation, n.mri, n.pet, vertebrae_node=n.vertebrae
+        )
         self.flow.show_results()
         from ..measure.metrics import write_metrics
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_metrics(self.flow.last_metrics, self.out_dir)
         m = self.flow.last_metrics.metrics
-        self.state.grade = str(m["bilsky_grade"])
-        self.state.grade_reason = str(m["bilsky_reason"])
+        self.state.measured = True
+        self.state.grade = "" if m.get("bilsky_grade") is None else str(m["bilsky_grade"])
+        self.state.grade_reason = str(m.get("bilsky_reason") or "")
         self.state.metric_rows = metric_rows(m)
+        self.state.level_rows = level_rows(m)
+        self.state.levels_note = levels_note(m)
+        self.state.level_text = ""
+        self.state.level_selected = -1
+        self.state.lesion_blocks = lesion_blocks(m)
         self.state.csa_plot = csa_plot_data_url(self.flow.last_metrics)
         self._on_highlight(self.state.teaching, self.state.highlight)
         self._mark_done(3, advance=False)
@@ -276,12 +299,20 @@ class MesccWebApp:
         m = self.metrics_nodes
         if m is None:
             return
-        nodes = [*m.models.values(), *m.series.values()]
-        nodes += [m.sections_table, m.metrics_table, m.extent_table, m.chart]
-        for node in nodes:
-            if node is not None and node.GetScene() is not None:
+        for node in m.nodes():
+            if node.GetScene() is not None:
                 self.scene.RemoveNode(node)
         self.metrics_nodes = None
+
+    def jump_to_level(self, index: int):
+        """A row of the level table: the slice views (and the 3D camera) on that level."""
+        point = self.flow.jump_to_level(int(index))
+        row = self.state.level_rows[int(index)]
+        self.state.level_selected = int(index)
+        ras = (-point[0], -point[1], point[2])
+        self.state.level_text = (
+            f"Views at {row['level']}: R {ras[0]:.1f}, A {ras[1]:.1f}, S {ras[2]:.1f} mm"
+        )
 
     def _on_highlight(self, teaching, highlight, **_):
         """Teaching: the structure a metric is measured on in full, the others faded."""
@@ -505,13 +536,22 @@ class MesccWebApp:
                 self._button(
                     "Compute metrics", self.measure, id="btn-metrics", disabled="busy || !done[0]"
                 )
-                with html.Div(v_if=("grade",)):
+                with html.Div(v_if=("measured",)):
                     html.Div(
                         "Bilsky grade {{ grade }}",
+                        v_if=("grade",),
                         id="bilsky-grade",
                         classes="text-h6",
                     )
+                    html.Div(
+                        "No lesion: no Bilsky grade",
+                        v_else=True,
+                        id="bilsky-grade-none",
+                        classes="text-h6",
+                    )
                     html.P("{{ grade_reason }}", id="bilsky-reason", classes="text-body-2 mb-2")
+                    self._lesion_blocks()
+                    self._levels_table()
                     with v3.VTable(density="compact", id="metrics-table"):
                         with html.Tbody():
                             with html.Tr(
@@ -542,6 +582,82 @@ class MesccWebApp:
                         style="width: 100%; background: white;",
                         classes="mt-2",
                     )
+
+    def _lesion_blocks(self):
+        """One card per lesion (cranial first), its colour that of the lesion in 3D."""
+        html.P(
+            "{{ no_lesion_text }}",
+            v_if=("lesion_blocks.length === 0",),
+            id="no-lesion",
+            classes="text-body-2 mb-2",
+        )
+        with v3.VCard(
+            v_for="block in lesion_blocks",
+            key="block.id",
+            id=("'lesion-' + block.id",),
+            variant="tonal",
+            density="compact",
+            classes="mb-2 lesion-block",
+            style=("'border-left: 6px solid ' + block.color",),
+        ):
+            with v3.VCardTitle(classes="text-subtitle-1 py-1"):
+                html.Span("{{ block.title }}", classes="lesion-title")
+                html.Span(" · Bilsky {{ block.grade }}", classes="lesion-grade")
+            with v3.VCardText(classes="py-1"):
+                html.Div("{{ block.reason }}", classes="text-caption mb-1 lesion-reason")
+                with v3.VTable(density="compact"):
+                    with html.Tbody():
+                        with html.Tr(v_for="row in block.rows", key="row.key"):
+                            html.Td("{{ row.label }}", classes="text-caption")
+                            html.Td("{{ row.value }}", classes="text-caption lesion-value")
+
+    def _levels_table(self):
+        """The per-level table; a click on a row jumps the views to that level. A narrowed
+        level is tinted, with why on a line of its own below it."""
+        html.Div("Levels (click a row: the views jump there)", classes="text-subtitle-2 mt-2")
+        html.P("{{ levels_note }}", v_if=("levels_note",), classes="text-caption")
+        with v3.VTable(density="compact", id="levels-table", hover=True):
+            with html.Thead():
+                with html.Tr():
+                    for name, unit in (
+                        ("level", ""),
+                        ("cord CSA min", "mm²"),
+                        ("cord AP min", "mm"),
+                        ("canal min", "mm²"),
+                        ("lesion", ""),
+                        ("narrowed", ""),
+                    ):
+                        with html.Th(classes="text-caption px-1"):
+                            html.Div(name)
+                            if unit:
+                                html.Div(unit)
+            with html.Tbody():
+                with html.Template(v_for="row in level_rows", key="row.index"):
+                    tint = "row.is_flagged ? 'background: rgba(255, 152, 0, 0.18);' : ''"
+                    chosen = "level_selected === row.index ? 'font-weight: bold;' : ''"
+                    with html.Tr(
+                        id=("'level-' + row.index",),
+                        classes=("row.is_flagged ? 'level-row flagged' : 'level-row'",),
+                        style=(f"'cursor: pointer;' + ({tint}) + ({chosen})",),
+                        click=(self._jump, "[row.index]"),
+                    ):
+                        html.Td("{{ row.level }}", classes="px-1")
+                        html.Td("{{ row.cord_min_csa_mm2 }}", classes="px-1")
+                        html.Td("{{ row.cord_ap_min_mm }}", classes="px-1")
+                        html.Td("{{ row.canal_min_area_mm2 }}", classes="px-1")
+                        html.Td("{{ row.lesions }}", classes="px-1")
+                        html.Td("{{ row.flagged }}", classes="px-1")
+                    with html.Tr(
+                        v_if=("row.is_flagged",),
+                        id=("'level-why-' + row.index",),
+                        style=(f"'cursor: pointer;' + ({tint})",),
+                        click=(self._jump, "[row.index]"),
+                    ):
+                        html.Td("{{ row.flag_reason }}", colspan=6, classes="text-caption px-1")
+        html.P("{{ level_text }}", id="level-text", classes="text-caption")
+
+    async def _jump(self, index):
+        await self._run(self.jump_to_level, index)
 
     def _report_panel(self):
         with v3.VExpansionPanel():
@@ -598,10 +714,15 @@ def csa_plot_data_url(result) -> str:
     arc = np.asarray(cols["arc_mm"], dtype=float)
     csa = np.asarray(cols["cord_csa_mm2"], dtype=float)
     fig, ax = plt.subplots(figsize=(4.4, 2.4), dpi=110)
-    lo, hi = m["mass_arc_range_mm"]
-    ax.axvspan(lo, hi, color=(0.8, 0.1, 0.1), alpha=0.15, label="mass extent")
+    for lesion in lesions_of(m):  # each lesion's extent in its colour in 3D
+        if lesion.get("arc_range_mm") is not None:
+            lo, hi = lesion["arc_range_mm"]
+            ax.axvspan(
+                lo, hi, color=lesion_color(lesion["id"]), alpha=0.2, label=f"lesion {lesion['id']}"
+            )
     ax.plot(arc, csa, color=(0.85, 0.55, 0.0), label="cord CSA")
-    ax.axvline(m["worst_section_arc_mm"], color="0.3", linestyle=":", label="worst section")
+    if m.get("worst_section_arc_mm") is not None:
+        ax.axvline(m["worst_section_arc_mm"], color="0.3", linestyle=":", label="worst section")
     ax.set_xlabel("arc length (mm, inferior to superior)")
     ax.set_ylabel("cord CSA (mm²)")
     ax.legend(fontsize=7, loc="lower right")
