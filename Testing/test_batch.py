@@ -52,7 +52,7 @@ def files_below(folder: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def a_cohort(tmp_path_factory, phantom_dir):
     """A manifest of 3 phantom studies (seeds placed from their truth, paths relative to the
-    manifest), a row whose MRI is not an image, and a row that fills the dwi column."""
+    manifest), a row whose MRI is not an image, and a row whose DWI is a 3D image."""
     root = tmp_path_factory.mktemp("cohort")
     rows = []
     for study_id, (grade, seed) in GOOD.items():
@@ -65,7 +65,8 @@ def a_cohort(tmp_path_factory, phantom_dir):
         )
     (root / "broken.nii.gz").write_bytes(b"this is not an image")
     rows.append("BROKEN,broken.nii.gz,P1_seeds.nii.gz,,,,,\n")
-    rows.append(f"WITH_DWI,{phantom_dir('2', 0) / 't2.nii.gz'},P1_seeds.nii.gz,,,,dwi.nii.gz,\n")
+    t2 = phantom_dir("2", 0) / "t2.nii.gz"
+    rows.append(f"WITH_DWI,{t2},P1_seeds.nii.gz,,,,{t2},\n")  # a 3D image as its DWI
     manifest = root / "manifest.csv"
     manifest.write_text(HEADER + "".join(rows), encoding="utf-8")
     return manifest
@@ -263,7 +264,7 @@ def test_a_cohort_survives_a_killed_worker_equals_mescc_analyze_and_resumes_with
     assert set(errors) == {"BROKEN", "WITH_DWI"}
     assert "broken.nii.gz: not an image file SimpleITK can read" in errors["BROKEN"]["message"]
     assert errors["BROKEN"]["line"] == "5"
-    assert "(dwi) are not analysed yet" in errors["WITH_DWI"]["message"]
+    assert "a 3D image" in errors["WITH_DWI"]["message"]
     assert not (out / "BROKEN").exists() and not (out / "WITH_DWI").exists()
 
     # Nothing half-written: no temporary left by the killed worker, every folder marked.
@@ -276,7 +277,7 @@ def test_a_cohort_survives_a_killed_worker_equals_mescc_analyze_and_resumes_with
     assert main(argv) == 1
     printed = capsys.readouterr().out
     assert "5 studies: 0 analysed, 3 already complete, 2 failed" in printed
-    assert "(1 as in the earlier run, same inputs)" in printed
+    assert "(2 as in the earlier run, same inputs)" in printed  # BROKEN and WITH_DWI
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert read_csv(out / "cohort.csv") == cohort
 

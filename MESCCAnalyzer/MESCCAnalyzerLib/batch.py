@@ -53,10 +53,7 @@ from .progress import CancelCallback, ProgressCallback, check
 
 REQUIRED_COLUMNS = ("id", "mri", "seeds")
 OPTIONAL_COLUMNS = ("t1", "ct", "pet", "dwi", "level_anchor")
-PATH_COLUMNS = ("mri", "seeds", "t1", "ct", "pet")
-NOT_SUPPORTED_YET = {
-    "dwi": "diffusion-weighted images (dwi) are not analysed yet",
-}
+PATH_COLUMNS = ("mri", "seeds", "t1", "ct", "pet", "dwi")
 STAMP = "batch.json"
 """The file in a study's folder that says which inputs and options it was computed from."""
 COHORT_CSV, COHORT_PARQUET, ERRORS_CSV = "cohort.csv", "cohort.parquet", "errors.csv"
@@ -80,20 +77,13 @@ class Study:
     t1: Path | None = None
     ct: Path | None = None
     pet: Path | None = None
-    dwi: str = ""  # not analysed yet: a filled cell fails the study
+    dwi: Path | None = None  # DICOM folder, or a 4D NIfTI with its bval/bvec beside it
     level_anchor: str = ""  # "T6@X,Y,Z" (LPS mm): names the vertebral levels
     line: int = 0  # line of the manifest (1 is the header), 0 when not from a file
 
     def inputs(self) -> dict[str, Path]:
         """The input paths by column name, in the manifest's column order."""
         return {name: getattr(self, name) for name in PATH_COLUMNS if getattr(self, name)}
-
-    def unsupported(self) -> str | None:
-        """Why this study cannot be analysed yet (a column the engine does not support)."""
-        for name, why in NOT_SUPPORTED_YET.items():
-            if getattr(self, name):
-                return f"{why} (leave the {name} column empty for this study)"
-        return None
 
 
 @dataclass(frozen=True)
@@ -111,6 +101,7 @@ class BatchOptions:
             t1=study.t1,
             ct=study.ct,
             pet=study.pet,
+            dwi=study.dwi,
             level_anchor=study.level_anchor or None,
             deformable=self.deformable,
             smoothing_mm=self.smoothing_mm,
@@ -195,7 +186,6 @@ def studies_from_rows(
         studies.append(
             Study(
                 id=study_id,
-                dwi=cells.get("dwi", ""),
                 level_anchor=cells.get("level_anchor", ""),
                 line=number,
                 **paths,
@@ -418,7 +408,6 @@ class PlannedStudy:
     study: Study
     digest: str = ""
     complete: bool = False  # its folder already holds the same inputs' results
-    unsupported: str | None = None
     failed_before: str | None = None  # the message of an earlier run's failure, same inputs
 
 
@@ -449,9 +438,6 @@ def plan_batch(
     failures = earlier_failures(out)
 
     def plan(study: Study) -> PlannedStudy:
-        why = study.unsupported()
-        if why:
-            return PlannedStudy(study, unsupported=why)
         digest = inputs_hash(study, options)
         if is_complete(out / study.id, digest):
             return PlannedStudy(study, digest, complete=True)
@@ -466,7 +452,7 @@ def plan_batch(
 
 def pending(plan: Sequence[PlannedStudy]) -> list[PlannedStudy]:
     """The studies of ``plan`` a cluster must analyse."""
-    return [p for p in plan if not (p.complete or p.unsupported or p.failed_before is not None)]
+    return [p for p in plan if not (p.complete or p.failed_before is not None)]
 
 
 @dataclass
@@ -538,10 +524,8 @@ def _submit(client, planned: PlannedStudy, out_dir, options, scene_writer, attem
 
 
 def _known_outcome(planned: PlannedStudy) -> StudyOutcome | None:
-    """A study's outcome known without analysing it: unsupported, complete, failed before."""
+    """A study's outcome known without analysing it: complete, or failed before."""
     study = planned.study
-    if planned.unsupported:
-        return StudyOutcome(study.id, "failed", planned.unsupported, line=study.line)
     if planned.complete:
         return StudyOutcome(study.id, "skipped", line=study.line)
     if planned.failed_before is not None:

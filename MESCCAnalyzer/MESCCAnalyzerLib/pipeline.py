@@ -18,16 +18,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
+from . import LABEL_CORD
+from .diffusion import (
+    ADC_UNIT,
+    ADCResult,
+    adc_statistics,
+    fit_adc,
+    mean_b0,
+    nan_to_zero,
+    register_dwi_to_mri,
+    resample_adc_onto,
+)
 from .errors import InputError
 from .geometry import bounds_lps
+from .io.dwi import DWISeries, load_dwi
 from .io.segfile import write_seg_nrrd
 from .io.study import Volume, load_image, load_volume
 from .measure import metrics as metrics_mod
+from .measure.centerline import voxel_points_lps
 from .measure.levels import check_grid, parse_anchor
 from .measure.metrics import LevelSource, MetricsResult, write_metrics
-from .outputs import atomic_dir, write_json
+from .outputs import atomic_dir, save_image, write_json
 from .pet.suv import SUVInfo, pet_to_suv
 from .progress import CancelCallback, ProgressCallback, check
 from .registration import RegistrationResult, register, resample_onto
@@ -59,6 +73,9 @@ class AnalysisRequest:
     deformable: bool = False
     smoothing_mm: float = 0.0
     pet_same_frame: bool = False  # a PET without a CT lies in the MRI's frame (PET/MR)
+    dwi: Path | None = None  # diffusion series: DICOM folder/file, or a 4D NIfTI
+    dwi_bvals: Path | None = None  # FSL bval file of a NIfTI DWI (default: beside it)
+    dwi_bvecs: Path | None = None
 
     def inputs(self) -> list[Path]:
         return [
@@ -71,6 +88,9 @@ class AnalysisRequest:
                 self.pet,
                 self.registration_mask,
                 self.vertebrae,
+                self.dwi,
+                self.dwi_bvals,
+                self.dwi_bvecs,
             )
             if p
         ]
@@ -92,6 +112,7 @@ class LoadedStudy:
     suv_info: SUVInfo | None = None
     registration_mask: sitk.Image | None = None
     levels: LevelSource | None = None
+    dwi: DWISeries | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -124,6 +145,8 @@ def load_study(request: AnalysisRequest) -> LoadedStudy:
         study.notes += list(getattr(study.suv_info, "notes", []) or [])
         if study.ct is None:
             study.notes.append(_pet_frame_note(study.pet, mri, request.pet_same_frame))
+    if request.dwi:
+        study.dwi = load_dwi(request.dwi, bvals=request.dwi_bvals, bvecs=request.dwi_bvecs)
     return study
 
 
@@ -295,6 +318,7 @@ class AnalysisResult:
     suv_info: SUVInfo | None = None
     registration: RegistrationResult | None = None
     seeds: sitk.Image | None = None
+    diffusion: DiffusionResult | None = None
     timings_s: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -387,6 +411,11 @@ def run_analysis(
     )
     begin("metrics")
     result = measure(labels, pet_on_mri, levels=study.levels, cancel=cancel)
+    diffusion = None
+    if study.dwi is not None:
+        begin("diffusion")
+        diffusion = diffusion_stage(study.dwi, reference, labels, result, cancel=cancel)
+        notes.append(diffusion.note)
     notes += list(result.metrics.get("notes", []) or [])
     begin(None)
     return AnalysisResult(
@@ -402,9 +431,80 @@ def run_analysis(
         suv_info=study.suv_info,
         registration=registered.result if registered else None,
         seeds=study.seeds,
+        diffusion=diffusion,
         timings_s=begin.timings,
         notes=notes,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Diffusion: the ADC map on the MRI and its values in each lesion and the cord
+# ---------------------------------------------------------------------------------------
+ADC_KEYS = ("adc_mean", "adc_median", "adc_p10", "adc_min")
+
+
+@dataclass
+class DiffusionResult:
+    """The ADC fit (DWI grid), the DWI -> MRI registration and the ADC on the MRI grid."""
+
+    fit: ADCResult
+    registration: RegistrationResult
+    adc_on_mri: sitk.Image  # 1e-6 mm2/s, NaN where not fitted or outside the DWI
+    note: str = ""
+
+
+def diffusion_stage(
+    dwi: DWISeries,
+    mri: sitk.Image,
+    labels: sitk.Image,
+    measured: MetricsResult,
+    *,
+    cancel: CancelCallback | None = None,
+) -> DiffusionResult:
+    """Fit the ADC, register the mean b = 0 image rigidly to the MRI within a region around
+    the segmented cord (EPI is distorted far from it), resample the ADC onto the MRI and add
+    the ADC statistics to ``measured.metrics``: each lesion's (its voxels, 1 mm inset), the
+    top level's (the worst lesion's) and the cord's at the worst section's level (the whole
+    cord without a lesion), with ``adc_unit``."""
+    fit = fit_adc(dwi, cancel=cancel)
+    cord = sitk.Cast(labels == LABEL_CORD, sitk.sitkUInt8)
+    registered = register_dwi_to_mri(mean_b0(dwi), mri, cord, cancel=cancel)
+    adc_on_mri = resample_adc_onto(fit.adc, mri, registered.transform)
+    _add_adc_metrics(measured, adc_on_mri, labels)
+    note = (
+        f"DWI: ADC from b = {', '.join(f'{b:g}' for b in fit.b_values_s_mm2)} s/mm2, registered "
+        f"rigidly to the MRI around the cord (metric {registered.metric_value:.3f})"
+    )
+    return DiffusionResult(fit, registered, adc_on_mri, note)
+
+
+def _add_adc_metrics(measured: MetricsResult, adc_on_mri: sitk.Image, labels: sitk.Image) -> None:
+    m = measured.metrics
+    ids = (
+        sitk.GetArrayViewFromImage(measured.lesion_map) if measured.lesion_map is not None else None
+    )
+    for lesion in m.get("lesions") or []:
+        lesion.update(_adc_values(adc_on_mri, ids == lesion["id"]))
+    worst = next((x for x in m.get("lesions") or [] if x["id"] == m.get("worst_lesion_id")), None)
+    m.update({k: worst.get(k) if worst else None for k in (*ADC_KEYS, "adc_voxels")})
+    cord = sitk.GetArrayViewFromImage(labels) == LABEL_CORD
+    level = m.get("worst_section_level") or ""
+    row = next((r for r in m.get("levels") or [] if r["level"] == level), None)
+    if row is not None:
+        arc = measured.centerline.arc_of_points(voxel_points_lps(labels, cord))
+        lo, hi = row["arc_range_mm"]
+        at_level = np.zeros(cord.shape, dtype=bool)
+        at_level[cord] = (arc >= lo) & (arc < hi)
+        cord = at_level
+    cord_values = _adc_values(adc_on_mri, cord)
+    m.update({f"cord_{k}": cord_values[k] for k in ADC_KEYS})
+    m["cord_adc_level"] = level if row is not None else "whole cord"
+    m["adc_unit"] = ADC_UNIT
+
+
+def _adc_values(adc_on_mri: sitk.Image, mask: np.ndarray) -> dict:
+    stats = adc_statistics(adc_on_mri, mask)
+    return {k: stats[k] for k in (*ADC_KEYS, "adc_voxels")}
 
 
 def report_inputs(
@@ -417,6 +517,7 @@ def report_inputs(
     pet_on_mri: sitk.Image | None = None,
     identifiers: dict | None = None,
     registration: RegistrationResult | dict | None = None,
+    adc_on_mri: sitk.Image | None = None,
     notes: Sequence[str] = (),
 ) -> ReportInputs:
     """The one report builder of every front end (command line, Slicer panel, web page).
@@ -436,6 +537,7 @@ def report_inputs(
         models=models,
         identifiers=identifiers or {},
         registration=reg,
+        adc_on_mri=adc_on_mri,
         notes=list(dict.fromkeys(notes)),  # each once, in order
     )
 
@@ -451,6 +553,7 @@ def analysis_report_inputs(result: AnalysisResult) -> ReportInputs:
         pet_on_mri=result.pet_on_mri,
         identifiers=result.identifiers(),
         registration=result.registration,
+        adc_on_mri=result.diffusion.adc_on_mri if result.diffusion is not None else None,
         notes=result.notes,
     )
 
@@ -461,7 +564,9 @@ def write_analysis(
     """Write the analysis into ``out_dir`` as a whole (it appears complete or not at all).
 
     ``out_dir``/: ``report.html``, ``metrics.json``, ``sections.csv``, ``models/``,
-    ``segmentation.seg.nrrd``, ``registration.json`` and ``ct_to_mri.tfm`` (with a CT), and
+    ``segmentation.seg.nrrd``, ``registration.json`` and ``ct_to_mri.tfm`` (with a CT),
+    ``adc.nii.gz`` (the ADC on the MRI grid, 1e-6 mm2/s, 0 where not fitted) and
+    ``dwi_registration.json`` (with a DWI), and
     ``scene.mrb`` when ``scene_writer(result, path)`` is given (the MRML logic's).
     """
     out = Path(out_dir)
@@ -473,6 +578,9 @@ def write_analysis(
             sitk.WriteTransform(result.registration.transform, str(tmp / "ct_to_mri.tfm"))
         if result.suv_info is not None:
             write_json(tmp / "suv.json", result.suv_info.as_dict())
+        if result.diffusion is not None:
+            save_image(nan_to_zero(result.diffusion.adc_on_mri), tmp / "adc.nii.gz")
+            write_json(tmp / "dwi_registration.json", result.diffusion.registration.report())
         write_report(analysis_report_inputs(result), tmp / "report.html")
         if scene_writer is not None:
             scene_writer(result, tmp / "scene.mrb")

@@ -59,6 +59,7 @@ class ReportInputs:
     models: dict[str, vtk.vtkPolyData] = field(default_factory=dict)
     identifiers: dict = field(default_factory=dict)
     registration: dict | None = None
+    adc_on_mri: sitk.Image | None = None  # ADC (1e-6 mm2/s) on the MRI grid, NaN: none
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,6 +157,63 @@ def slice_views_png(inputs: ReportInputs) -> str:
     if a_pet is not None:
         handles.append(matplotlib.patches.Patch(color=(1.0, 0.5, 0.0), label="PET SUV ≥ 1.5"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    return _png(fig)
+
+
+ADC_DISPLAY_RANGE = (0.0, 3000.0)  # 1e-6 mm2/s: restricted tumour ~500-900, CSF ~3000
+
+
+def adc_png(inputs: ReportInputs) -> str | None:
+    """The ADC map through the worst section (sagittal and axial) with the segmentation's
+    outlines and a colour bar, or None without a DWI."""
+    if inputs.adc_on_mri is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adc = _canonical(inputs.adc_on_mri)
+    labels = _canonical(inputs.labels)
+    worst = inputs.metrics.get("worst_section_lps_mm")
+    if worst is None:
+        worst = adc.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in adc.GetSize()])
+    i, _j, k = _slices_through(adc, worst)
+    a_adc = sitk.GetArrayViewFromImage(adc)
+    a_lab = sitk.GetArrayViewFromImage(labels)
+    sx, sy, sz = adc.GetSpacing()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
+    image = None
+    for ax, (title, values, outline, aspect) in zip(
+        axes,
+        (
+            ("ADC, sagittal", a_adc[:, :, i], a_lab[:, :, i], sz / sy),
+            ("ADC, axial", a_adc[k], a_lab[k], sy / sx),
+        ),
+        strict=True,
+    ):
+        image = ax.imshow(
+            np.ma.masked_invalid(values),
+            cmap="viridis",
+            vmin=ADC_DISPLAY_RANGE[0],
+            vmax=ADC_DISPLAY_RANGE[1],
+            origin="lower" if "sagittal" in title else "upper",
+            aspect=aspect,
+        )
+        for value in (LABEL_CORD, LABEL_MASS):
+            if (outline == value).any():
+                ax.contour(
+                    outline == value,
+                    levels=[0.5],
+                    colors=[LABEL_COLOURS[value]],
+                    linewidths=0.8,
+                    origin="lower" if "sagittal" in title else "upper",
+                )
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image, ax=list(axes), shrink=0.8)
+    bar.set_label("ADC (10⁻⁶ mm²/s)")
     return _png(fig)
 
 
@@ -349,6 +407,7 @@ LESION_ROWS = (
     ("mass_sac_min_distance_mm", "Gap to the thecal sac", "mm", "{:.1f}"),
     ("mass_circumferential_extent_deg", "Circumferential extent", "°", "{:.0f}"),
     ("suv_max", "SUVmax", "", "{:.2f}"),
+    ("adc_mean", "ADC, mean", "10⁻⁶ mm²/s", "{:.0f}"),
 )
 
 GAP_FLAGS = {
@@ -434,6 +493,12 @@ def build_report_html(inputs: ReportInputs) -> str:
         worst_txt += f" (level {html.escape(str(m['worst_section_level']))})"
     levels = levels_table_html(m)
     lesions = lesions_html(m)
+    adc = adc_png(inputs)
+    adc_html = (
+        f'<h2>Diffusion: the ADC map</h2><img alt="ADC map" src="data:image/png;base64,{adc}">'
+        if adc
+        else ""
+    )
     grade = "none" if m.get("bilsky_grade") is None else str(m["bilsky_grade"])
     several = len(m.get("lesions") or []) > 1
     metrics_title = f"Metrics (the worst lesion, {m['worst_lesion_id']})" if several else "Metrics"
@@ -462,6 +527,7 @@ tr.flagged td {{ background: #fde8e8; }} .swatch {{ display: inline-block; width
 {levels}
 <h2>Images through the worst section</h2>
 <img alt="sagittal and axial views" src="data:image/png;base64,{views}">
+{adc_html}
 <h2>Cord along its centreline</h2>
 <img alt="cross-section profile" src="data:image/png;base64,{profile}">
 <h2>3D models</h2>

@@ -36,6 +36,13 @@ def add_arguments(parser):
     parser.add_argument("--ct", help="CT of the PET-CT (drives the registration)")
     parser.add_argument("--pet", help="PET DICOM series (folder) in Bq/ml; converted to SUVbw")
     parser.add_argument(
+        "--dwi",
+        help="diffusion series (DICOM folder, or a 4D NIfTI with FSL bval/bvec beside it): "
+        "ADC of each lesion and of the cord at the worst level",
+    )
+    parser.add_argument("--bvals", help="FSL bval file of a NIfTI --dwi (default: beside it)")
+    parser.add_argument("--bvecs", help="FSL bvec file of a NIfTI --dwi (default: beside it)")
+    parser.add_argument(
         "--pet-same-frame",
         action="store_true",
         help="a PET without --ct lies in the MRI's frame (PET/MR): resample it straight onto the "
@@ -95,6 +102,9 @@ def request_from_args(args):
         deformable=args.deformable,
         smoothing_mm=args.smoothing,
         pet_same_frame=args.pet_same_frame,
+        dwi=path(args.dwi),
+        dwi_bvals=path(args.bvals),
+        dwi_bvecs=path(args.bvecs),
     )
 
 
@@ -196,7 +206,20 @@ def run(args, term) -> int:
         check_dicom_path(args.mri, "the MRI")
         check_dicom_path(args.ct, "the CT")
         if dicom_out is not None:
-            inputs = [p for p in (args.mri, args.seeds, args.t1, args.ct, args.pet) if p]
+            inputs = [
+                p
+                for p in (
+                    args.mri,
+                    args.seeds,
+                    args.t1,
+                    args.ct,
+                    args.pet,
+                    args.dwi,
+                    args.bvals,
+                    args.bvecs,
+                )
+                if p
+            ]
             guard_outputs([dicom_out], inputs + [out])
             guard_outputs([out], [dicom_out])
             check_output_dir(dicom_out)

@@ -403,6 +403,33 @@ METRICS: tuple[Metric, ...] = (
         "",
         "the vertebral levels the mass's cranio-caudal range reaches, cranial first",
     ),
+    # -- diffusion (mescc analyze --dwi) ----------------------------------------------------
+    Metric(
+        "adc_mean",
+        "ADC, mean",
+        "10⁻⁶ mm²/s",
+        "mean apparent diffusion coefficient of the mass (the worst lesion; each lesion in "
+        "`lesions`) over its voxels at least 1 mm inside it, the ADC map registered rigidly "
+        "to the MRI around the cord (docs/diffusion.md)",
+        summary="mean ADC of the mass, 1 mm inside its edge (low: high cellularity)",
+    ),
+    Metric("adc_median", "ADC, median", "10⁻⁶ mm²/s", "the same, median"),
+    Metric("adc_p10", "ADC, 10th percentile", "10⁻⁶ mm²/s", "the same, 10th percentile"),
+    Metric("adc_min", "ADC, minimum", "10⁻⁶ mm²/s", "the same, minimum"),
+    Metric("adc_voxels", "ADC voxels", "", "how many voxels those statistics are over"),
+    Metric(
+        "cord_adc_mean",
+        "Cord ADC, mean",
+        "10⁻⁶ mm²/s",
+        "mean ADC of the cord at the worst section's level (`cord_adc_level`; the whole cord "
+        "without a lesion), 1 mm inside its edge",
+        summary="mean ADC of the cord at the worst level",
+    ),
+    Metric("cord_adc_median", "Cord ADC, median", "10⁻⁶ mm²/s", "the same, median"),
+    Metric("cord_adc_p10", "Cord ADC, 10th percentile", "10⁻⁶ mm²/s", "the same, 10th percentile"),
+    Metric("cord_adc_min", "Cord ADC, minimum", "10⁻⁶ mm²/s", "the same, minimum"),
+    Metric("cord_adc_level", "Cord ADC level", "", "the level the cord's ADC was read at"),
+    Metric("adc_unit", "ADC unit", "", '"1e-6 mm2/s", the unit of vendors\' ADC maps'),
     Metric(
         "lesions",
         "Lesions",
