@@ -176,6 +176,23 @@ def test_the_sr_holds_the_grade_as_a_code_and_its_reason_as_text(an_exported_ana
     assert others[("lesion 1", "Mass-thecal sac gap under 3 mm")] == "Yes"
 
 
+def test_the_sr_has_one_group_per_level_with_its_minima_and_flag(an_exported_analysis):
+    _, analysis, dicom = an_exported_analysis
+    rows = json.loads((analysis / "metrics.json").read_text())["levels"]
+    numbers, others = sr_items(pydicom.dcmread(dicom / "sr.dcm"))
+    assert rows
+    for row in rows:
+        group = f"level {row['level']}"
+        text, unit = numbers[(group, "Cord area, level minimum")]
+        assert float(text) == pytest.approx(row["cord_min_csa_mm2"], abs=0.01) and unit == "mm2"
+        text, unit = numbers[(group, "Cord AP diameter, level minimum")]
+        assert float(text) == pytest.approx(row["cord_ap_min_mm"], abs=0.01) and unit == "mm"
+        flagged = others[(group, "Narrowed against its neighbours")]
+        assert flagged == ("Yes" if row["flagged"] else "No")
+        if row["flagged"]:
+            assert others[(group, "Narrowing reason")] == row["flag_reason"]
+
+
 def test_the_sr_references_the_segment_and_the_worst_sections_image(an_exported_analysis):
     _, analysis, dicom = an_exported_analysis
     sr = pydicom.dcmread(dicom / "sr.dcm")

@@ -140,7 +140,7 @@ def build_exports(
         grid = "MRI"
     planning = planning_summary(prv_image, lesions, prv_mm=prv_mm, grid=grid)
     seg = make_seg(sources.mri, structures)
-    sr = make_sr(sources.mri, seg, structures, planning)
+    sr = make_sr(sources.mri, seg, structures, planning, metrics.get("levels") or ())
     rtstruct = make_rtstruct(sources.ct, rois) if sources.ct is not None else None
     return DicomExports(seg, sr, rtstruct, planning)
 

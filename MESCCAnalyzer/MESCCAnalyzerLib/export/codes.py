@@ -144,11 +144,29 @@ CORD_PRV_VOLUME = MeasurementCode(
 )
 PRV_MARGIN = MeasurementCode("prv_margin_mm", local("PRV-MARGIN", "PRV margin"), UCUM["mm"])
 
+LEVEL_MEASUREMENTS: tuple[MeasurementCode, ...] = (
+    MeasurementCode(
+        "cord_min_csa_mm2", local("LEVEL-CORD-CSA", "Cord area, level minimum"), UCUM["mm²"]
+    ),
+    MeasurementCode(
+        "cord_ap_min_mm", local("LEVEL-CORD-AP", "Cord AP diameter, level minimum"), UCUM["mm"]
+    ),
+    MeasurementCode(
+        "canal_min_area_mm2",
+        local("LEVEL-CANAL-AREA", "Thecal sac area, level minimum"),
+        UCUM["mm²"],
+    ),
+)
+"""What each vertebral level's group holds (a row of ``metrics.json``'s ``levels``)."""
+
 # -- findings ------------------------------------------------------------------------------
 BILSKY_GRADE = local("BILSKY", "Bilsky ESCC grade")
 BILSKY_REASON = local("BILSKY-REASON", "Bilsky grade reason")
 GAP_SAC_UNDER_3MM = local("SAC-GAP-UNDER-3", "Mass-thecal sac gap under 3 mm")
 GAP_CORD_UNDER_3MM = local("CORD-GAP-UNDER-3", "Mass-cord gap under 3 mm")
+NARROWED = local("NARROWED", "Narrowed against its neighbours")
+NARROWING_REASON = local("NARROWING-WHY", "Narrowing reason")
+LEVEL_FINDING = local("VERTEBRAL-LEVEL", "Vertebral level")
 YES = CodedConcept("373066001", "SCT", "Yes")
 NO = CodedConcept("373067005", "SCT", "No")
 EPIDURAL_MASS = LESION.type

@@ -4,7 +4,9 @@ One measurement group (TID 1411, volumetric ROI) per lesion, referencing its SEG
 the compression and PET values of ``metrics.json`` (:data:`.LESION_MEASUREMENTS`, UCUM
 units; the ones measured on the worst section reference that MRI slice), the Bilsky grade as a
 coded finding with its reason as text, and whether each gap is under 3 mm. One more group
-for the spinal cord segment holds the planning risk volume and its margin.
+for the spinal cord segment holds the planning risk volume and its margin, and one group
+(TID 1501) per vertebral level crossed by the cord its minima (cord area and AP diameter,
+thecal sac area) and whether it is narrowed against its neighbours, with why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from .codes import (
     GAP_CORD_UNDER_3MM,
     GAP_SAC_UNDER_3MM,
     LESION_MEASUREMENTS,
+    LEVEL_FINDING,
+    LEVEL_MEASUREMENTS,
+    NARROWED,
+    NARROWING_REASON,
     NO,
     PRV_MARGIN,
     YES,
@@ -128,14 +134,40 @@ def _cord_group(
     )
 
 
+def _level_group(row: dict) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """One vertebral level (a row of ``metrics.json``'s ``levels``): the cord's and the
+    canal's minima, whether it is narrowed against its neighbours and why."""
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"level {row['level']}"
+        ),
+        finding_type=LEVEL_FINDING,
+        measurements=_measurements(row, LEVEL_MEASUREMENTS, None) or None,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(NARROWED, YES if row.get("flagged") else NO)
+        ],
+    )
+    if row.get("flag_reason"):
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                NARROWING_REASON,
+                str(row["flag_reason"])[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
 def make_sr(
     mri: SourceSeries,
     seg,
     structures: Sequence[Structure],
     planning: dict,
+    levels: Sequence[dict] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The measurement report of the lesions among ``structures`` (segment ``i + 1`` is
-    ``structures[i]``, as in ``seg``) and of the cord's PRV (``planning``)."""
+    ``structures[i]``, as in ``seg``), of the cord's PRV (``planning``) and of each
+    vertebral level (``levels``: ``metrics.json``'s rows)."""
     gaps = {g["lesion"]: g for g in planning.get("lesions", [])}
     groups = []
     for i, s in enumerate(structures):
@@ -143,6 +175,7 @@ def make_sr(
             groups.append(_lesion_group(s.lesion, i + 1, gaps.get(s.lesion.number, {}), seg, mri))
         elif s.code is CORD:
             groups.append(_cord_group(i + 1, planning, seg, mri))
+    groups += [_level_group(row) for row in levels]
     observer = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
