@@ -62,3 +62,11 @@ def test_a_3d_image_as_dwi_is_refused_and_nothing_is_written(analysed, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(study / "t2.nii.gz") in err[0]
     assert not out.exists()
+
+
+def test_every_value_of_the_analysis_has_one_definition(analysed):
+    from MESCCAnalyzerLib.measure.definitions import BY_KEY
+
+    _, _, m, _ = analysed
+    assert set(m) - set(BY_KEY) == set()
+    assert {k for k in BY_KEY if "adc" in k} <= set(m)

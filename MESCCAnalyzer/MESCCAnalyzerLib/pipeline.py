@@ -40,6 +40,7 @@ from .io.study import Volume, load_image, load_volume
 from .measure import metrics as metrics_mod
 from .measure.centerline import voxel_points_lps
 from .measure.levels import check_grid, parse_anchor
+from .measure.margins import DEFAULT_PRV_MM
 from .measure.metrics import LevelSource, MetricsResult, write_metrics
 from .outputs import atomic_dir, save_image, write_json
 from .pet.suv import SUVInfo, pet_to_suv
@@ -76,6 +77,7 @@ class AnalysisRequest:
     dwi: Path | None = None  # diffusion series: DICOM folder/file, or a 4D NIfTI
     dwi_bvals: Path | None = None  # FSL bval file of a NIfTI DWI (default: beside it)
     dwi_bvecs: Path | None = None
+    prv_mm: float = DEFAULT_PRV_MM  # the cord PRV's margin (metrics and exports)
 
     def inputs(self) -> list[Path]:
         return [
@@ -291,13 +293,15 @@ def measure(
     pet_on_mri: sitk.Image | None = None,
     *,
     levels: LevelSource | None = None,
+    prv_mm: float = DEFAULT_PRV_MM,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> MetricsResult:
     """Compression metrics, Bilsky grade, PET uptake, surface models and vertebral levels of
-    ``labels`` (``levels`` names them; unnamed numbering without it)."""
+    ``labels`` (``levels`` names them; unnamed numbering without it; ``prv_mm`` is the cord
+    PRV's margin)."""
     return metrics_mod.compute_metrics(
-        labels, pet_on_mri, levels=levels, progress=progress, cancel=cancel
+        labels, pet_on_mri, levels=levels, prv_mm=prv_mm, progress=progress, cancel=cancel
     )
 
 
@@ -410,7 +414,7 @@ def run_analysis(
         cancel=cancel,
     )
     begin("metrics")
-    result = measure(labels, pet_on_mri, levels=study.levels, cancel=cancel)
+    result = measure(labels, pet_on_mri, levels=study.levels, prv_mm=request.prv_mm, cancel=cancel)
     diffusion = None
     if study.dwi is not None:
         begin("diffusion")
@@ -470,7 +474,7 @@ def diffusion_stage(
     cord = sitk.Cast(labels == LABEL_CORD, sitk.sitkUInt8)
     registered = register_dwi_to_mri(mean_b0(dwi), mri, cord, cancel=cancel)
     adc_on_mri = resample_adc_onto(fit.adc, mri, registered.transform)
-    _add_adc_metrics(measured, adc_on_mri, labels)
+    add_adc_metrics(measured, adc_on_mri, labels)
     note = (
         f"DWI: ADC from b = {', '.join(f'{b:g}' for b in fit.b_values_s_mm2)} s/mm2, registered "
         f"rigidly to the MRI around the cord (metric {registered.metric_value:.3f})"
@@ -478,7 +482,13 @@ def diffusion_stage(
     return DiffusionResult(fit, registered, adc_on_mri, note)
 
 
-def _add_adc_metrics(measured: MetricsResult, adc_on_mri: sitk.Image, labels: sitk.Image) -> None:
+def add_adc_metrics(measured: MetricsResult, adc_on_mri: sitk.Image, labels: sitk.Image) -> None:
+    """Add the ADC statistics of ``adc_on_mri`` (1e-6 mm2/s on the grid of ``labels``, NaN
+    where there is no value) to ``measured.metrics`` in place: each lesion's ``adc_mean``,
+    ``adc_median``, ``adc_p10``, ``adc_min`` and ``adc_voxels`` (over its voxels of the lesion
+    map, 1 mm inset), the worst lesion's at the top level, the cord's at the worst section's
+    level (``cord_adc_*``, ``cord_adc_level``; the whole cord without one) and ``adc_unit``.
+    Every front end calls it: ``mescc analyze --dwi`` and the Slicer panel's metrics step."""
     m = measured.metrics
     ids = (
         sitk.GetArrayViewFromImage(measured.lesion_map) if measured.lesion_map is not None else None

@@ -406,6 +406,7 @@ LESION_ROWS = (
     ("mass_cord_min_distance_mm", "Gap to the cord", "mm", "{:.1f}"),
     ("mass_sac_min_distance_mm", "Gap to the thecal sac", "mm", "{:.1f}"),
     ("mass_circumferential_extent_deg", "Circumferential extent", "°", "{:.0f}"),
+    ("cord_prv_volume_ml", "Cord PRV over its levels", "ml", "{:.2f}"),
     ("suv_max", "SUVmax", "", "{:.2f}"),
     ("adc_mean", "ADC, mean", "10⁻⁶ mm²/s", "{:.0f}"),
 )

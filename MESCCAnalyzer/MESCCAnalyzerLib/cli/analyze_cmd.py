@@ -105,6 +105,7 @@ def request_from_args(args):
         dwi=path(args.dwi),
         dwi_bvals=path(args.bvals),
         dwi_bvecs=path(args.bvecs),
+        prv_mm=args.prv_mm,
     )
 
 

@@ -18,7 +18,7 @@ from ..export import (
 from ..export.network import DEFAULT_AET
 from ..io.study import load_volume
 from ..outputs import check_output_dir, guard_outputs
-from .args import positive_float
+from .args import non_negative_float
 
 HELP = "write an analysis as DICOM SEG, SR and RTSTRUCT (and send them to a DICOM node)"
 DESCRIPTION = (
@@ -37,7 +37,7 @@ def add_dicom_options(parser, *, out_required: bool) -> None:
         parser.add_argument("--out", required=True, help="output folder (written as a whole)")
     parser.add_argument(
         "--prv-mm",
-        type=_margin,
+        type=non_negative_float,
         default=DEFAULT_PRV_MM,
         metavar="MM",
         help=f"margin of the cord's planning risk volume (default {DEFAULT_PRV_MM:g} mm)",
@@ -52,10 +52,6 @@ def add_dicom_options(parser, *, out_required: bool) -> None:
         default=DEFAULT_AET,
         help=f"this program's application entity title on the network (default {DEFAULT_AET})",
     )
-
-
-def _margin(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
 
 
 def add_arguments(parser):

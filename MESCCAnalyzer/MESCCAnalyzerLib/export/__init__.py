@@ -2,6 +2,8 @@
 CT, the planner's gaps and PRV, and the DICOM network client that sends them to a PACS and
 fetches a study from one. See ``docs/export.md``."""
 
+from ..measure.margins import DEFAULT_PRV_MM
+from ..measure.metrics import GAP_GOAL_MM
 from .build import (
     PLANNING_FILE,
     RTSTRUCT_FILE,
@@ -16,7 +18,6 @@ from .build import (
     write_exports,
 )
 from .network import DicomNode, check_node, retrieve_study, store
-from .planning import DEFAULT_PRV_MM, GAP_GOAL_MM
 from .structures import Lesion, lesions_from_labels
 
 __all__ = [

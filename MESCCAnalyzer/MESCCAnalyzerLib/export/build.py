@@ -24,10 +24,11 @@ from pydicom.dataset import Dataset
 from ..errors import InputError
 from ..io.segfile import read_seg_nrrd
 from ..io.study import Volume, load_image
+from ..measure.margins import DEFAULT_PRV_MM, check_margin, dilated_onto
 from ..measure.metrics import LESION_MAP_FILE
 from ..outputs import atomic_dir, write_json
 from .codes import CORD
-from .planning import DEFAULT_PRV_MM, check_margin, dilated_onto, planning_summary
+from .planning import planning_summary
 from .rtstruct import ct_rois, make_rtstruct
 from .seg import make_seg
 from .sources import SourceSeries, same_grid, source_series

@@ -27,9 +27,9 @@ from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_
 from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
 from .. import __version__
+from ..measure.margins import dilated_onto, inverse_of
 from ..registration import resample_onto
 from .codes import CORD, PRV_COLOR, THECAL_SAC
-from .planning import dilated_onto, inverse_of
 from .seg import MANUFACTURER
 from .sources import SourceSeries
 from .structures import Structure, mask_image

@@ -258,6 +258,16 @@ METRICS: tuple[Metric, ...] = (
         "Laufer I et al., J Neurosurg Spine 2013;18:207",
     ),
     Metric(
+        "cord_prv_volume_ml",
+        "Cord PRV volume",
+        "ml",
+        "the cord grown by `prv_margin_mm` (its planning risk volume, every point within the "
+        "margin of the cord's voxels): of the whole cord at the top level, of the levels the "
+        "lesion reaches in each entry of `lesions`",
+        summary="the cord grown by the PRV margin (whole cord; per lesion over its levels)",
+    ),
+    Metric("prv_margin_mm", "PRV margin", "mm", "the margin of the cord's PRV (default 2 mm)"),
+    Metric(
         "gap_sac_under_3mm",
         "Sac gap under 3 mm",
         "",

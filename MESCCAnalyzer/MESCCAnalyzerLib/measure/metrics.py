@@ -29,10 +29,10 @@ from ..outputs import atomic_dir, write_image, write_json, write_text
 from ..pet import uptake
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from ..segmentation.seeds import OTHER_LABEL, axial_axis_kji
-from . import bilsky, compression, narrowing, surfaces
+from . import bilsky, compression, margins, narrowing, surfaces
 from . import lesions as lesion_regions
 from . import levels as level_maps
-from .centerline import Centerline, fit_centerline
+from .centerline import Centerline, fit_centerline, voxel_points_lps
 
 CROP_MARGIN_MM = 12.0
 #: a grown cord is a tube present on (nearly) every axial slice between its ends; seed
@@ -391,6 +391,7 @@ def compute_metrics(
     *,
     levels: LevelSource | None = None,
     section_step_mm: float = 1.0,
+    prv_mm: float = margins.DEFAULT_PRV_MM,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     timer=None,
@@ -404,11 +405,14 @@ def compute_metrics(
 
     ``pet``: an SUV image on the same grid (adds suv_max, suv_peak, suv_mean, mtv_ml, tlg).
     ``levels``: how to name the vertebral levels (:class:`LevelSource`; unnamed by default).
+    ``prv_mm``: the margin of the cord's planning risk volume (``cord_prv_volume_ml``, of the
+    whole cord and of each lesion's levels).
     ``timer``: optional ``timer(stage_name)`` called as each stage starts (the CLI's
     ``term.stage``); stage times are also returned in ``timings_s``.
     """
     progress = progress or no_progress
     validate_labels(labels, pet=pet)
+    prv_mm = margins.check_margin(prv_mm)
     if levels is not None and levels.vertebrae is not None:
         level_maps.check_grid(levels.vertebrae, labels, levels.vertebrae_path)
     surfaces.enable_threads()
@@ -491,6 +495,9 @@ def compute_metrics(
         ),
     )
     per_lesion = [_lesion_values(lesion, level_map, len(lesions) > 1) for lesion in lesions]
+    prv = _cord_prv(masks["cord"], line, prv_mm)
+    for values in per_lesion:
+        values["cord_prv_volume_ml"] = prv.volume_ml_within(level_map, values["levels"])
     worst = _worst_lesion(per_lesion)
     metrics = {
         **(
@@ -498,6 +505,8 @@ def compute_metrics(
             if worst
             else {**dict.fromkeys(LESION_KEYS), "bilsky_reason": NO_LESION_REASON}
         ),
+        "cord_prv_volume_ml": prv.volume_ml,
+        "prv_margin_mm": prv_mm,
         "lesion_count": len(per_lesion),
         "worst_lesion_id": worst["id"] if worst else None,
         "total_mass_volume_ml": float(sum(m["mass_volume_ml"] for m in per_lesion)),
@@ -523,6 +532,40 @@ def compute_metrics(
     result.section_levels = [str(n) for n in level_map.level_at(sections.arc_mm)]
     result.lesion_map = lesion_regions.lesion_map(regions, crop, labels_u8) if regions else None
     return result
+
+
+@dataclass
+class _CordPRV:
+    """The cord's planning risk volume: its voxels' volume and arc lengths along the cord."""
+
+    voxel_ml: float
+    arc_mm: np.ndarray  # of each PRV voxel's centre
+
+    @property
+    def volume_ml(self) -> float:
+        return float(len(self.arc_mm) * self.voxel_ml)
+
+    def volume_ml_within(self, level_map, names: list[str]) -> float:
+        """The PRV's volume over the levels ``names`` (the levels a lesion reaches)."""
+        spans = [
+            (lo, hi)
+            for name, lo, hi in zip(
+                level_map.names, level_map.arc_lo, level_map.arc_hi, strict=True
+            )
+            if name in names
+        ]
+        if not spans:
+            return 0.0
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        return float(np.count_nonzero((self.arc_mm >= lo) & (self.arc_mm < hi)) * self.voxel_ml)
+
+
+def _cord_prv(cord: sitk.Image, line: Centerline, prv_mm: float) -> _CordPRV:
+    """The cord grown by ``prv_mm`` (:func:`margins.dilated_onto`, on the labels' grid)."""
+    prv = margins.dilated_onto(cord, cord, sitk.Transform(), prv_mm)
+    points = voxel_points_lps(prv)
+    voxel_ml = float(np.prod(prv.GetSpacing())) / 1000.0
+    return _CordPRV(voxel_ml, line.arc_of_points(points) if len(points) else np.zeros(0))
 
 
 def _lesion_compression(
