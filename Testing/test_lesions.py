@@ -89,9 +89,10 @@ def test_each_lesion_volume_is_within_five_percent(battery):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="grade-3 lesions of the 3 mm battery read MSCC 3-8 points under the truth (a "
-    "flattened 2.5 mm cord on 0.6 mm voxels, tilted to the 3 mm slices, reads 0.2-0.5 mm "
-    "thicker); the goal is every lesion within 5 points",
+    reason="6 of 40 lesions (benchmarks/bench_lesions.py) read MSCC 5-8 points under the "
+    "truth: the labels take the tissue at each 0.6 mm voxel centre, so a flattened 2.5 mm cord "
+    "is labelled 4 or 5 voxels across (2.4 or 3.0 mm; the sections measure 2.40-2.98 mm), up to "
+    "8 points of a 6.3 mm reference; the goal is every lesion within 5 points",
 )
 def test_each_lesion_mscc_is_within_five_points(battery):
     _, rows = battery
