@@ -41,11 +41,13 @@ SUFFIX_CLASS = {
     "CheckBox": {"QCheckBox"},
     "TableView": {"qMRMLTableView", "QTableView"},
     "TextBrowser": {"QTextBrowser"},
+    "LineEdit": {"QLineEdit", "ctkPathLineEdit"},
 }
 # Which widget classes can carry each parameter type (slicer.parameterNodeWrapper connectors).
 TYPE_WIDGETS = {
     "vtkMRMLScalarVolumeNode": {"qMRMLNodeComboBox"},
     "vtkMRMLLabelMapVolumeNode": {"qMRMLNodeComboBox"},
+    "vtkMRMLDiffusionWeightedVolumeNode": {"qMRMLNodeComboBox"},
     "vtkMRMLSegmentationNode": {"qMRMLNodeComboBox"},
     "vtkMRMLTransformNode": {"qMRMLNodeComboBox"},
     "vtkMRMLLinearTransformNode": {"qMRMLNodeComboBox"},
@@ -62,6 +64,7 @@ TYPE_WIDGETS = {
         "qMRMLSliderWidget",
     },
     "bool": {"QCheckBox", "QPushButton", "QRadioButton", "ctkCheckablePushButton"},
+    "Path": {"ctkPathLineEdit"},  # slicer.parameterNodeWrapper: pathlib.Path <-> ctkPathLineEdit
 }
 
 
@@ -253,6 +256,46 @@ def test_export_to_dicom_writes_through_the_workflow_and_fills_the_dicom_databas
     test = ast.unparse(_method("MESCCAnalyzerTest", "test_end_to_end_on_the_sample_study"))
     for step in ("logic.jumpToLevel(", "logic.exportDicom(", "TemporaryDICOMDatabase"):
         assert step in test, step
+
+
+def test_the_dwi_inputs_reach_compute_adc_and_the_adc_reaches_the_metrics_and_report():
+    """Issue 19: a DWI volume node (what SlicerDMRI loads a DICOM DWI as) or a DWI file,
+    *Compute ADC* through the workflow, the ADC map selector feeding the metrics and the
+    report, and the self-test computing the ADC."""
+    import inspect
+
+    from MESCCAnalyzerLib.mrml.workflow import Workflow
+
+    widgets = ui_widgets()
+    assert _node_types(widgets["dwiSelector"]) == ["vtkMRMLDiffusionWeightedVolumeNode"]
+    assert _node_types(widgets["adcSelector"]) == ["vtkMRMLScalarVolumeNode"]
+    assert widgets["dwiPathLineEdit"].get("class") == "ctkPathLineEdit"
+    assert widgets["computeAdcButton"].get("class") == "QPushButton"
+    bound = bound_parameters()
+    assert bound["dwiVolume"] == bound["adcVolume"] == "qMRMLNodeComboBox"
+    assert bound["dwiPath"] == "ctkPathLineEdit"
+    assert parameter_fields()["dwiPath"] == "Path"
+    setup = _method("MESCCAnalyzerWidget", "setup")
+    connects = {
+        (ast.unparse(c.func.value), ast.unparse(c.args[0]), ast.unparse(c.args[1]))
+        for c in ast.walk(setup)
+        if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "connect"
+    }
+    assert ("self.ui.computeAdcButton", "'clicked(bool)'", "self.onComputeAdc") in connects
+    [call] = _calls(_method("MESCCAnalyzerLogic", "computeAdc"), "self.workflow.compute_adc")
+    keywords = _keywords(call)
+    assert keywords["dwi_node"] == "p.dwiVolume" and keywords["adc_node"] == "p.adcVolume"
+    assert keywords["segmentation_node"] == "p.segmentation"  # registered around the cord
+    assert set(keywords) <= set(inspect.signature(Workflow.compute_adc).parameters)
+    for method, dotted, function in (
+        ("computeMetrics", "self.workflow.compute_metrics", Workflow.compute_metrics),
+        ("saveReport", "self.workflow.save_report", Workflow.save_report),
+    ):
+        [call] = _calls(_method("MESCCAnalyzerLogic", method), dotted)
+        assert _keywords(call)["adc_node"] == "p.adcVolume", method
+        assert "adc_node" in inspect.signature(function).parameters
+    test = ast.unparse(_method("MESCCAnalyzerTest", "test_end_to_end_on_the_sample_study"))
+    assert "logic.computeAdc(" in test and "vtkMRMLColorLegendDisplayNode" in test
 
 
 def test_node_selectors_receive_the_scene():

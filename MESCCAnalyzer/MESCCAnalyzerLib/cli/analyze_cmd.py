@@ -40,6 +40,11 @@ def add_arguments(parser):
         help="diffusion series (DICOM folder, or a 4D NIfTI with FSL bval/bvec beside it): "
         "ADC of each lesion and of the cord at the worst level",
     )
+    parser.add_argument(
+        "--adc-channel",
+        action="store_true",
+        help="segment on the ADC too (registered around the cord's seed strokes)",
+    )
     parser.add_argument("--bvals", help="FSL bval file of a NIfTI --dwi (default: beside it)")
     parser.add_argument("--bvecs", help="FSL bvec file of a NIfTI --dwi (default: beside it)")
     parser.add_argument(
@@ -106,6 +111,7 @@ def request_from_args(args):
         dwi_bvals=path(args.bvals),
         dwi_bvecs=path(args.bvecs),
         prv_mm=args.prv_mm,
+        adc_channel=args.adc_channel,
     )
 
 

@@ -21,7 +21,8 @@ DESCRIPTION = (
     "T2, T1 (MRI grid), CT and a PET DICOM series (scanner frame, displaced from the MRI by a "
     "known rigid transform), labels.nii.gz (1 cord, 2 CSF, 3 mass, 4 bone) and truth.json. "
     "With --spine (or --levels/--lesions): the whole thoracic spine with its kyphosis, several "
-    "masses at distinct levels, and vertebrae.nii.gz in the VerSe numbering."
+    "masses at distinct levels, and vertebrae.nii.gz in the VerSe numbering. With --pet-mr: "
+    "a PET/MR study, the PET in the MRI's frame and no CT."
 )
 _DEFAULT_LESIONS_TEXT = ",".join(f"{level}:{grade}" for level, grade in DEFAULT_LESIONS)
 
@@ -51,6 +52,14 @@ def add_arguments(parser):
         "philips or enhanced), dwi.nii.gz with dwi.bval and dwi.bvec, mri_to_dwi.tfm; "
         "single-level phantom only",
     )
+    parser.add_argument(
+        "--pet-mr",
+        action="store_true",
+        help="a PET/MR study: the PET acquired in the MRI's frame (its DICOM series carries "
+        "the FrameOfReferenceUID of t2_dicom/, so 'mescc analyze --mri STUDY/t2_dicom --pet "
+        "STUDY/pet_dicom' needs no CT), and no CT (no ct.nii.gz, ct_dicom/, mri_to_ct.tfm); "
+        "single-level phantom only",
+    )
     spine = parser.add_argument_group("whole spine")
     spine.add_argument(
         "--spine",
@@ -74,14 +83,18 @@ def add_arguments(parser):
 
 def run(args, term) -> int:
     if args.spine or args.levels is not None or args.lesions is not None:
-        if args.dwi is not None:
-            raise InputError(
-                "--dwi is for the single-level phantom", hint="leave out --spine/--levels/--lesions"
-            )
+        for given, flag in ((args.dwi is not None, "--dwi"), (args.pet_mr, "--pet-mr")):
+            if given:
+                raise InputError(
+                    f"{flag} is for the single-level phantom",
+                    hint="leave out --spine/--levels/--lesions",
+                )
         return _run_spine(args, term)
     grade = args.grade or "2"
     term.stage("phantom")
-    out = write_phantom(args.out, grade, args.seed, dwi_layout=args.dwi, progress=term.progress)
+    out = write_phantom(
+        args.out, grade, args.seed, dwi_layout=args.dwi, pet_mr=args.pet_mr, progress=term.progress
+    )
     term.finish()
     truth = json.loads((out / "truth.json").read_text())
     print(f"phantom grade {truth['grade']} (seed {truth['seed']}) written to {out}")
@@ -90,6 +103,11 @@ def run(args, term) -> int:
         f"{truth['cord_reference_csa_mm2']:.1f} mm2 (ratio {truth['cord_csa_ratio']:.2f}), "
         f"MSCC {truth['mscc_percent']:.1f} %"
     )
+    if "pet_mr" in truth:
+        print(
+            f"  PET/MR: the PET in the MRI's frame (FrameOfReferenceUID of t2_dicom), no CT; "
+            f"mass SUVmax {truth['pet_mr']['mass_suv_max']:.2f}"
+        )
     if "dwi" in truth:
         adc_text = ", ".join(
             f"{name} {truth['dwi']['adc'][name]:.0f}" for name in ("cord", "csf", "mass", "marrow")

@@ -52,6 +52,10 @@ LESION_FIELDS = (
     "suv_peak",
     "mtv_ml",
     "tlg",
+    "adc_mean",
+    "adc_median",
+    "adc_p10",
+    "adc_min",
 )
 #: the per-level table: (key, header, unit, description); the same columns in the panel's
 #: table node and on the page.

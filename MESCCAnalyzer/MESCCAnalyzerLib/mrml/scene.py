@@ -2,7 +2,7 @@
 
 :func:`add_analysis_nodes` puts everything an analysis produced into a scene the way the
 panel leaves it: MRI (+T1), CT and PET under the registration transform with the PET as a
-colour overlay, the segmentation, the surface models with their distance colour maps, the
+colour overlay, the ADC map with its colour bar (with a DWI), the segmentation, the surface models with their distance colour maps, the
 sections and metrics tables, the CSA plot, and the slice views and 3D camera on the worst
 section. :func:`write_analysis_scene` saves that scene as ``scene.mrb``.
 """
@@ -22,6 +22,7 @@ import slicer
 import vtk
 
 from ..errors import InputError
+from .diffusion import add_adc_node, ensure_color_legend_class, show_adc_overlay
 from .metrics import add_metrics_nodes
 from .nodes import add_volume_node, ensure_segmentation_converters
 from .registration import set_transform_from_itk, show_pet_overlay
@@ -39,6 +40,7 @@ class AnalysisNodes:
     pet: object | None = None
     transform: object | None = None
     metrics: object | None = None  # what mrml.metrics returns
+    adc: object | None = None  # the ADC map on the MRI grid (with a DWI)
     extra: dict = field(default_factory=dict)
 
 
@@ -122,6 +124,10 @@ def add_analysis_nodes(scene, result) -> AnalysisNodes:
             scene.GetSingletonNode(name, "vtkMRMLSliceCompositeNode").SetBackgroundVolumeID(
                 mri.GetID()
             )
+    if result.diffusion is not None:
+        nodes.adc = add_adc_node(scene, result.diffusion.adc_on_mri, "ADC")
+        if nodes.pet is None:  # the PET, when there is one, stays the overlay
+            show_adc_overlay(scene, mri, nodes.adc)
     nodes.segmentation = create_mescc_segmentation_node(scene, mri)
     write_labels_to_segmentation_node(nodes.segmentation, result.labels, mri)
     nodes.metrics = add_metrics_nodes(scene, result.metrics)
@@ -170,6 +176,7 @@ def write_analysis_scene(result, path: str | os.PathLike) -> Path:
 def read_mrb(path: str | os.PathLike, scene=None):
     """Load a ``.mrb`` into ``scene`` (a new one by default) without the Slicer application."""
     scene = scene or slicer.vtkMRMLScene()
+    ensure_color_legend_class(scene)  # an ADC map's colour bar
     folder = Path(tempfile.mkdtemp(prefix="mrb."))
     try:
         with zipfile.ZipFile(path) as archive:

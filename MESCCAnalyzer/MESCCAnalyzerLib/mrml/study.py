@@ -10,10 +10,12 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..io.dwi import load_dwi
 from ..io.study import load_image
 from ..pet.suv import pet_to_suv
 from ..phantom import write_phantom
 from ..progress import CancelCallback, ProgressCallback, sub_progress
+from .diffusion import add_dwi_node
 from .nodes import add_volume_node
 
 #: a volume node's attribute naming the folder of the DICOM series it was read from (the
@@ -31,6 +33,7 @@ class StudyNodes:
     pet: object | None = None
     labels: object | None = None
     vertebrae: object | None = None  # a VerSe vertebra labelmap (names the levels)
+    dwi: object | None = None  # the diffusion series as a vtkMRMLDiffusionWeightedVolumeNode
     truth: dict | None = None
     folder: Path | None = None
 
@@ -41,6 +44,7 @@ def load_phantom_study(
     *,
     grade: str = "2",
     seed: int = 0,
+    dwi: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> StudyNodes:
@@ -48,18 +52,30 @@ def load_phantom_study(
 
     The PET is read from its DICOM series and converted to SUVbw on the way, as a real PET
     would be; the CT and PET keep their scanner frame (registration brings them onto the MRI).
+    ``dwi``: the phantom with its diffusion series (DICOM, standard tags), loaded as a DWI node.
     """
     folder = Path(folder)
-    if not (folder / "truth.json").is_file():
-        write_phantom(folder, grade, seed, progress=sub_progress(progress, 0.0, 0.7), cancel=cancel)
+    written = (folder / "truth.json").is_file()
+    if written and dwi and not (folder / "dwi_dicom").is_dir():
+        written = False  # an earlier sample without its DWI: written again, with it
+    if not written:
+        write_phantom(
+            folder,
+            grade,
+            seed,
+            dwi_layout="standard" if dwi else None,
+            progress=sub_progress(progress, 0.0, 0.7),
+            cancel=cancel,
+        )
     return load_study_folder(scene, folder, progress=sub_progress(progress, 0.7, 1.0))
 
 
 def load_study_folder(
     scene, folder: str | os.PathLike, *, progress: ProgressCallback | None = None
 ) -> StudyNodes:
-    """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels, and
-    the whole-spine phantom's vertebrae: a VerSe labelmap, hidden, that names the levels)."""
+    """Load a folder laid out as the phantom writes it (t2, t1, ct, pet_dicom, labels, the
+    whole-spine phantom's vertebrae: a VerSe labelmap, hidden, that names the levels, and the
+    diffusion series dwi_dicom as a DWI node)."""
 
     folder = Path(folder)
     t2_path = folder / "t2.nii.gz"
@@ -91,6 +107,9 @@ def load_study_folder(
             scene, load_image(folder / "vertebrae.nii.gz"), f"{stem} vertebrae", labelmap=True
         )
         nodes.vertebrae.GetDisplayNode().SetVisibility(False)
+    if (folder / "dwi_dicom").is_dir():
+        report(0.9, "DWI")
+        nodes.dwi = add_dwi_node(scene, load_dwi(folder / "dwi_dicom"), f"{stem} DWI")
     if (folder / "truth.json").is_file():
         nodes.truth = json.loads((folder / "truth.json").read_text())
     report(1.0, "loaded")

@@ -22,12 +22,22 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..export import DEFAULT_PRV_MM, build_exports, check_sources, write_exports
+from ..io.dicom_series import read_header
+from ..io.dwi import is_nifti, load_dwi
 from ..io.study import load_volume
 from ..pet.suv import pet_to_suv
-from ..pipeline import measure, report_inputs, segmentation_channels
+from ..pipeline import add_adc_metrics, measure, report_inputs, segmentation_channels
 from ..report import write_report
 from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower
 from ..segmentation.seeds import strokes_from_labels
+from .diffusion import (
+    ADCNodes,
+    adc_on_grid,
+    compute_adc_node,
+    cord_mask_of,
+    dwi_series_from_node,
+    show_adc_overlay,
+)
 from .levels import level_point_lps, level_source_from_nodes
 from .metrics import add_metrics_nodes, read_results, store_results
 from .nodes import (
@@ -104,10 +114,11 @@ class Workflow:
         self._grower_key = None
 
     # -- 1. study -----------------------------------------------------------------------------
-    def load_sample(self, folder, *, grade="2", seed=0, progress=None, cancel=None):
-        """The phantom as the study, plus a segmentation holding seed strokes from its truth."""
+    def load_sample(self, folder, *, grade="2", seed=0, dwi=False, progress=None, cancel=None):
+        """The phantom as the study, plus a segmentation holding seed strokes from its truth
+        (``dwi``: with its diffusion series, as a DWI node)."""
         nodes = load_phantom_study(
-            self.scene, folder, grade=grade, seed=seed, progress=progress, cancel=cancel
+            self.scene, folder, grade=grade, seed=seed, dwi=dwi, progress=progress, cancel=cancel
         )
         truth_labels = sitk.ReadImage(str(Path(folder) / "labels.nii.gz"))
         nodes.segmentation = self.create_segmentation(nodes.mri)
@@ -265,6 +276,54 @@ class Workflow:
         if preview_node is not None and preview_node.GetScene() is not None:
             self.scene.RemoveNode(preview_node)
 
+    # -- diffusion (the study step's *Compute ADC*) -------------------------------------------------
+    def compute_adc(
+        self,
+        mri_node,
+        *,
+        dwi_node=None,
+        dwi_path=None,
+        segmentation_node=None,
+        adc_node=None,
+        progress=None,
+        cancel=None,
+    ) -> ADCNodes:
+        """The ADC map of a DWI on the MRI's grid, as a volume node with its colour bar.
+
+        The DWI: ``dwi_node`` (a ``vtkMRMLDiffusionWeightedVolumeNode``) or ``dwi_path`` (a
+        DICOM folder or enhanced file, or a 4D NIfTI with ``STEM.bval``/``STEM.bvec`` beside
+        it; one file of a classic DICOM series stands for its series), the node first. With a ``segmentation_node`` whose cord is not empty the DWI is
+        registered to the MRI around the cord; otherwise it is placed by its geometry.
+        ``adc_node``: the node to update (a new "ADC" node otherwise).
+        """
+        if mri_node is None:
+            raise InputError("choose the MRI first")
+        if dwi_node is not None:
+            series = dwi_series_from_node(dwi_node)
+        elif dwi_path:
+            series = _load_dwi_path(Path(dwi_path), cancel)
+        else:
+            raise InputError(
+                "choose the DWI first",
+                hint="select a diffusion-weighted volume, or give the DWI series' folder or "
+                "4D NIfTI as the DWI file",
+            )
+        cord = None
+        if segmentation_node is not None:
+            cord = cord_mask_of(labels_from_segmentation_node(segmentation_node, mri_node))
+        made = compute_adc_node(
+            self.scene,
+            mri_node,
+            series,
+            cord_mask=cord,
+            adc_node=adc_node,
+            progress=progress,
+            cancel=cancel,
+        )
+        ensure_views(self.scene)
+        show_adc_overlay(self.scene, mri_node, made.adc_node)
+        return made
+
     # -- 4. metrics -------------------------------------------------------------------------------
     def compute_metrics(
         self,
@@ -274,6 +333,7 @@ class Workflow:
         *,
         vertebrae_node=None,
         level_anchor_node=None,
+        adc_node=None,
         progress=None,
         cancel=None,
     ):
@@ -281,12 +341,16 @@ class Workflow:
 
         ``vertebrae_node``: a VerSe vertebra labelmap on the MRI's grid, or
         ``level_anchor_node``: a markups point labelled with its vertebra (``T6``); they name
-        the levels (numbered from the top without either).
+        the levels (numbered from the top without either). ``adc_node``: an ADC map (10⁻⁶
+        mm²/s, 0 where none; *Compute ADC* makes one): each lesion gains its ADC statistics
+        and the cord its own at the worst section's level, as ``mescc analyze --dwi``.
         """
         levels = level_source_from_nodes(vertebrae_node, level_anchor_node)
         labels = labels_from_segmentation_node(segmentation_node, mri_node)
         pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
         self.last_metrics = measure(labels, pet, levels=levels, progress=progress, cancel=cancel)
+        if adc_node is not None:
+            add_adc_metrics(self.last_metrics, adc_on_grid(adc_node, labels), labels)
         nodes = add_metrics_nodes(self.scene, self.last_metrics)
         store_results(self.scene, nodes, notes=self.last_metrics.metrics.get("notes", []))
         return nodes
@@ -339,8 +403,9 @@ class Workflow:
         return point
 
     # -- 5. report and DICOM -----------------------------------------------------------------------
-    def save_report(self, path, mri_node, segmentation_node, pet_node=None):
-        """The report of the measured results kept in the scene (also after reopening it)."""
+    def save_report(self, path, mri_node, segmentation_node, pet_node=None, *, adc_node=None):
+        """The report of the measured results kept in the scene (also after reopening it);
+        with ``adc_node`` it shows the ADC map."""
         stored = read_results(self.scene)
         if stored is None:
             raise InputError("compute the metrics first")
@@ -355,6 +420,7 @@ class Workflow:
             pet_on_mri=volume_on_grid(pet_node, labels) if pet_node is not None else None,
             identifiers={"MRI": mri_node.GetName(), "Segmentation": segmentation_node.GetName()},
             registration=registration_report_of(pet_node),
+            adc_on_mri=adc_on_grid(adc_node, labels) if adc_node is not None else None,
             notes=[*pet_notes, *stored.notes],
         )
         return write_report(inputs, path)
@@ -409,6 +475,18 @@ class Workflow:
         folder = write_exports(exports, out_dir)
         files = [folder / name for name in exports.files()]
         return DicomExportOutcome(folder=folder, files=files, planning=exports.planning)
+
+
+def _load_dwi_path(path: Path, cancel=None):
+    """A DWI from the panel's file box: a NIfTI or an enhanced DICOM file as it is, one file
+    of a classic DICOM series (a file dialog picks files) as its series in its folder."""
+    if path.is_file() and not is_nifti(path):
+        ds = read_header(path)
+        if ds is not None and int(getattr(ds, "NumberOfFrames", 1) or 1) <= 1:
+            return load_dwi(
+                path.parent, series_uid=getattr(ds, "SeriesInstanceUID", None), cancel=cancel
+            )
+    return load_dwi(path, cancel=cancel)
 
 
 @contextmanager

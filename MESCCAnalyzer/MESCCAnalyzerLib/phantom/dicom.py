@@ -4,7 +4,8 @@ on a study with a known answer.
 
 The T2 and the CT come from different scanners: each series has its own
 FrameOfReferenceUID (the CT shares the PET's, the scanner frame of the PET-CT), and all three
-share the StudyInstanceUID of the phantom. Pixel values: the T2 rounded to unsigned 16-bit
+share the StudyInstanceUID of the phantom. A PET/MR phantom has no CT and its PET shares the
+T2's frame (:func:`mri_frame_uid`). Pixel values: the T2 rounded to unsigned 16-bit
 integers (its noise is 30 times the rounding step), the CT in HU as signed 16-bit integers
 with rescale slope 1 and intercept 0, so that either series reads back as the NIfTI file
 beside it (the T2 to within 0.5).
@@ -172,13 +173,7 @@ def write_mri_ct_dicom(
 ) -> dict[str, str]:
     """Write the T2 (``t2_dicom/``) and the CT (``ct_dicom/``, in the PET-CT scanner's frame)
     into ``out_dir``; return the folder names by key, for ``truth.json``."""
-    t2_spec = SeriesSpec(
-        "MR",
-        1,
-        "T2 axial (phantom)",
-        uid_from(f"t2-series-{patient_id}"),
-        uid_from(f"frame-mri-{patient_id}"),
-    )
+    write_mri_dicom(t2, out_dir, patient_id=patient_id, study_uid=study_uid)
     ct_spec = SeriesSpec(
         "CT",
         2,
@@ -187,9 +182,26 @@ def write_mri_ct_dicom(
         scanner_frame_uid,
     )
     write_image_series(
-        t2, out_dir / "t2_dicom", spec=t2_spec, patient_id=patient_id, study_uid=study_uid
-    )
-    write_image_series(
         ct, out_dir / "ct_dicom", spec=ct_spec, patient_id=patient_id, study_uid=study_uid
     )
     return {"t2_dicom": "t2_dicom", "ct_dicom": "ct_dicom"}
+
+
+def mri_frame_uid(patient_id: str) -> str:
+    """The FrameOfReferenceUID of the phantom's MRI (the T2 series, the DWI, a PET/MR's PET)."""
+    return uid_from(f"frame-mri-{patient_id}")
+
+
+def write_mri_dicom(t2: sitk.Image, out_dir: Path, *, patient_id: str, study_uid: str) -> dict:
+    """Write the T2 as ``t2_dicom/`` (in the MRI's frame, :func:`mri_frame_uid`)."""
+    spec = SeriesSpec(
+        "MR",
+        1,
+        "T2 axial (phantom)",
+        uid_from(f"t2-series-{patient_id}"),
+        mri_frame_uid(patient_id),
+    )
+    write_image_series(
+        t2, out_dir / "t2_dicom", spec=spec, patient_id=patient_id, study_uid=study_uid
+    )
+    return {"t2_dicom": "t2_dicom"}

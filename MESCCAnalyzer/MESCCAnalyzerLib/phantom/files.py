@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .. import LABEL_MASS
 from ..outputs import atomic_dir, check_output_dir, save_image
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .anatomy import F18_HALF_LIFE_S, PATIENT_HEIGHT_M, PATIENT_WEIGHT_KG, PET_DOSE_BQ, PET_UPTAKE_S
-from .dicom import uid_from, write_mri_ct_dicom
+from .dicom import mri_frame_uid, write_mri_ct_dicom, write_mri_dicom
 from .dwi import make_phantom_dwi, write_dwi_files
-from .imaging import make_phantom
+from .imaging import make_pet_mr_suv, make_phantom
 
 
 def _uid(prefix_seed: str) -> str:
@@ -186,6 +187,7 @@ def write_phantom(
     seed: int = 0,
     *,
     dwi_layout: str | None = None,
+    pet_mr: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> Path:
@@ -194,7 +196,11 @@ def write_phantom(
     ``out_dir`` must be new, empty, or a folder mescc wrote: any other existing folder is
     refused (before the phantom is made) so that no user data is overwritten. With
     ``dwi_layout`` (one of :data:`.dwi.LAYOUTS`) the diffusion series is written too
-    (:mod:`.dwi`); the other files are the same with or without it.
+    (:mod:`.dwi`); the other files are the same with or without it. With ``pet_mr`` the study
+    is a PET/MR: the PET is acquired in the MRI's frame (:func:`.imaging.make_pet_mr_suv`),
+    its DICOM series carries the T2 series' FrameOfReferenceUID, and there is no CT (no
+    ``ct.nii.gz``, ``ct_dicom/`` or ``mri_to_ct.tfm``); the T2, T1, labels (and DWI) are the
+    same as without it.
     """
     out = check_output_dir(out_dir)
     progress = progress or no_progress
@@ -204,18 +210,23 @@ def write_phantom(
     if dwi_layout is not None:
         progress(0.8, "DWI")
         dwi = make_phantom_dwi(study.anatomy, study.pose, seed, cancel=cancel)
+    pet_mr_suv = None
+    if pet_mr:
+        progress(0.82, "PET/MR")
+        pet_mr_suv = make_pet_mr_suv(study.anatomy, study.pose, seed, cancel=cancel)
     progress(0.85, "writing")
     patient_id = f"MESCC-PHANTOM-{grade}-{seed}"
     with atomic_dir(out) as tmp:
         write_study_files(
             tmp,
             study,
-            ("t2", "t1", "ct", "labels"),
+            ("t2", "t1", "labels") if pet_mr else ("t2", "t1", "ct", "labels"),
             patient_id,
             seed,
             mri_ct_dicom=True,
             dwi=dwi,
             dwi_layout=dwi_layout or "standard",
+            pet_mr_suv=pet_mr_suv,
         )
     progress(1.0, "done")
     return out
@@ -231,30 +242,40 @@ def write_study_files(
     mri_ct_dicom: bool = False,
     dwi=None,
     dwi_layout: str = "standard",
+    pet_mr_suv: sitk.Image | None = None,
 ) -> dict:
     """Write a phantom study's files into ``folder`` (a temporary folder of ``atomic_dir``):
     the named images (NIfTI), the PET as a DICOM series in Bq/ml and as SUV, the true
     transform, optionally the T2 and CT as DICOM series and the diffusion series ``dwi``
     (a :class:`.dwi.PhantomDWI`, DICOM in ``dwi_layout``; its truth under ``"dwi"``), and
-    ``truth.json`` listing them."""
+    ``truth.json`` listing them.
+
+    ``pet_mr_suv``: a PET/MR study. That PET (in the MRI's frame) is written instead of the
+    PET-CT's, with the MRI's FrameOfReferenceUID; no transform and no CT DICOM are written,
+    the truth's ``transform`` gives way to a ``"pet_mr"`` block."""
     study_uid = _uid(f"study-{patient_id}")
     frame_uid = _uid(f"frame-scanner-{patient_id}")
+    pet_mr = pet_mr_suv is not None
     files = {}
     for name in image_names:
         save_image(getattr(study, name), folder / f"{name}.nii.gz")
         files[name] = f"{name}.nii.gz"
     encoded = write_pet_dicom(
-        study.pet_suv,
+        pet_mr_suv if pet_mr else study.pet_suv,
         folder / "pet_dicom",
         patient_id=patient_id,
         study_uid=study_uid,
-        frame_uid=frame_uid,
+        frame_uid=mri_frame_uid(patient_id) if pet_mr else frame_uid,
         seed=seed,
     )
     save_image(sitk.Cast(encoded, sitk.sitkFloat32), folder / "pet_suv.nii.gz")
-    sitk.WriteTransform(study.mri_to_ct, str(folder / "mri_to_ct.tfm"))
-    files.update(pet_dicom="pet_dicom", pet_suv="pet_suv.nii.gz", transform="mri_to_ct.tfm")
-    if mri_ct_dicom:
+    files.update(pet_dicom="pet_dicom", pet_suv="pet_suv.nii.gz")
+    if not pet_mr:
+        sitk.WriteTransform(study.mri_to_ct, str(folder / "mri_to_ct.tfm"))
+        files.update(transform="mri_to_ct.tfm")
+    if mri_ct_dicom and pet_mr:
+        files.update(write_mri_dicom(study.t2, folder, patient_id=patient_id, study_uid=study_uid))
+    elif mri_ct_dicom:
         files.update(
             write_mri_ct_dicom(
                 study.t2,
@@ -266,6 +287,9 @@ def write_study_files(
             )
         )
     truth = {**study.truth, "patient_id": patient_id, "files": files}
+    if pet_mr:
+        truth.pop("transform", None)
+        truth["pet_mr"] = pet_mr_truth(encoded, study.labels, mri_frame_uid(patient_id))
     if dwi is not None:
         files.update(
             write_dwi_files(
@@ -274,10 +298,30 @@ def write_study_files(
                 layout=dwi_layout,
                 patient_id=patient_id,
                 study_uid=study_uid,
-                frame_uid=uid_from(f"frame-mri-{patient_id}"),
+                frame_uid=mri_frame_uid(patient_id),
                 seed=seed,
             )
         )
         truth["dwi"] = {**dwi.truth, "layout": dwi_layout}
     (folder / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
+
+
+def pet_mr_truth(encoded_suv: sitk.Image, labels: sitk.Image, frame_uid: str) -> dict:
+    """The ``"pet_mr"`` block of a PET/MR phantom's truth: the shared frame and the mass's
+    SUVmax in the written PET (its SUV as encoded, sampled at the centres of the MRI voxels
+    labelled mass: what the uptake metrics see when the PET lands right; the tissue's own SUV
+    is ``suv.mass``, which the scanner's blur lowers in a small mass)."""
+    on_mri = sitk.Resample(
+        encoded_suv, labels, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat64
+    )
+    mass = sitk.GetArrayViewFromImage(labels) == LABEL_MASS
+    values = sitk.GetArrayViewFromImage(on_mri)[mass]
+    return {
+        "frame_of_reference_uid": frame_uid,
+        "convention": "the PET was acquired in the MRI's frame (PET/MR): its DICOM series "
+        "carries the T2 series' FrameOfReferenceUID and lies on the MRI's physical space "
+        "with no transform; there is no CT",
+        "mass_suv_max": float(values.max()) if values.size else None,
+        "mass_suv_mean": float(values.mean()) if values.size else None,
+    }

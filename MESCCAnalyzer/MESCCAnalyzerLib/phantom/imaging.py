@@ -343,6 +343,28 @@ def pet_from_tissue(
     return pet_grid.image(pet_arr.astype(np.float64))
 
 
+#: the PET/MR PET's noise stream (its own, so that the other images stay as they are)
+PET_MR_NOISE_STREAM = 0x50E7
+
+
+def make_pet_mr_suv(
+    anatomy: PhantomAnatomy, pose: Pose, seed: int, *, cancel: CancelCallback | None = None
+) -> sitk.Image:
+    """The PET (SUV) of a PET/MR scanner: acquired in the MRI's own frame, so simulated from
+    the tissue on the MRI's pose, with no CT transform.
+
+    As :func:`pet_from_tissue` on the PET-CT: the tissue classes at the centres of a fine grid
+    (the CT grid's size and spacing, 0.8 x 0.8 x 1.5 mm) laid out in the MRI's frame around
+    the anatomy's origin, the scanner's 6 mm blur, the PET grid (3 mm) centred there too, 4 %
+    multiplicative noise from a stream of its own (the T2, T1, CT and PET-CT images do not
+    change)."""
+    centre = tuple(float(v) for v in pose.origin_lps)
+    fine = Grid.centred(centre, **CT_GRID)
+    tissue = tissue_on_grid(anatomy, fine, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)], cancel)[0]
+    rng = np.random.default_rng([int(seed), PET_MR_NOISE_STREAM])
+    return pet_from_tissue(fine, tissue, Grid.centred(centre, **PET_GRID), 6.0, rng)
+
+
 def pose_truth(pose: Pose, pose_params: dict) -> dict:
     """The truth's ``transform`` (MRI -> CT/PET, as written to mri_to_ct.tfm) and
     ``anatomy_to_mri`` entries."""
