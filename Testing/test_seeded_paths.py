@@ -1,8 +1,10 @@
-"""Learnt-cost shortest-path segmentation (seeded_paths) on varied phantoms and real MRI.
+"""Issue 16's learnt-cost shortest paths (PathGrower) on a slice of the
+issue-16 battery, on the battery's own construction, and on real MRI.
 
-The issue-16 goals are asserted on a small slice of the battery (small grids, fast). Those the
-method does not reach yet are marked ``xfail(strict=True)`` with the measured values, so the
-suite stays green and says when they start to hold.
+The issue-16 goals are asserted on a small slice of the battery (four varied cases on a smaller
+field of view, fast). Those the method does not reach yet are marked ``xfail(strict=True)``
+with the measured values, so the suite stays green and says when they start to hold. The
+whole battery's table is in docs/segmentation.md (benchmarks/bench_segmentation_battery.py).
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib.phantom.variation import battery, make_case, smaller
+from MESCCAnalyzerLib.phantom.anatomy import CORD, CSF, DISC, FAT, MARROW, MASS
+from MESCCAnalyzerLib.phantom.variation import (
+    battery,
+    majority_labels,
+    make_case,
+    smaller,
+    tissue_levels,
+)
 from MESCCAnalyzerLib.segmentation.grow import dice
 from MESCCAnalyzerLib.segmentation.paths import PathGrower, PathParameters, learn_model
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, axial_axis_kji, strokes_from_labels
 
-# four varied cases of the 30-case battery: grade 2 round, grade 3 (cord flattened),
-# circumferential, posterolateral; on a 56 x 56 x 36 mm field of view
+# four varied cases of the 30-case battery: grade 2 round (1 mm slices), grade 3 (cord
+# flattened), circumferential and posterolateral (4 mm slices, tilted 18 and 25 degrees); on
+# a 56 x 56 x 36 mm field of view
 SLICE = [smaller(battery(30)[i]) for i in (1, 2, 5, 6)]
 
 
@@ -26,8 +36,26 @@ def cases():
     out = []
     for variation in SLICE:
         study = make_case(variation)
-        seeds = strokes_from_labels(study.labels, rng_seed=variation.seed)
+        seeds = strokes_from_labels(study.guide, rng_seed=variation.seed, spread=True)
         out.append((variation, study, seeds))
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(cases):
+    """Dice of cord, CSF, mass and the mass volume error, per case and channel set."""
+    out = {}
+    for variation, study, seeds in cases:
+        truth = sitk.GetArrayFromImage(study.labels)
+        for name, channels in (
+            ("T2", [study.t2]),
+            ("T2+T1", [study.t2, study.t1]),
+            ("T2+PET", [study.t2, study.pet_suv]),
+        ):
+            result = sitk.GetArrayFromImage(PathGrower(channels).grow(seeds))
+            row = {v: dice(result == v, truth == v) for v in (1, 2, 3)}
+            row["volume"] = (result == 3).sum() / (truth == 3).sum() - 1.0
+            out[variation.name, name] = row
     return out
 
 
@@ -36,11 +64,57 @@ def _dice(result: sitk.Image, labels: sitk.Image) -> dict[int, float]:
     return {v: dice(out == v, truth == v) for v in (1, 2, 3)}
 
 
+# ---- the battery itself --------------------------------------------------------------------
+
+
 def test_strokes_of_the_slice_cover_at_most_two_percent(cases):
     for _, study, seeds in cases:
         s, truth = sitk.GetArrayFromImage(seeds), sitk.GetArrayFromImage(study.labels)
         for label in (1, 2, 3):
             assert 0 < (s == label).sum() <= 0.02 * (truth == label).sum() + 1
+            assert np.all(truth[s == label] == label)  # strokes lie inside their structure
+
+
+def test_every_tissue_around_the_canal_gets_other_strokes(cases):
+    """Disc (guide 6) and epidural fat (7) are stroked as "other", as a user strokes what
+    they see around the sac; no "other" stroke touches a structure."""
+    for _, study, seeds in cases:
+        s, guide = sitk.GetArrayFromImage(seeds), sitk.GetArrayFromImage(study.guide)
+        for tissue in (6, 7):
+            assert np.any((s == 5) & (guide == tissue))
+        assert np.all(guide[s == 5] >= 5)
+
+
+def test_each_slice_strokes_the_csf_in_more_than_one_place(cases):
+    """A slice's strokes of a structure spread over it (CSF on both sides of the cord)."""
+    for _, study, seeds in cases:
+        s = sitk.GetArrayFromImage(seeds)
+        axis = axial_axis_kji(study.labels)
+        for k in np.unique(np.nonzero(s == 2)[axis]):
+            plane = np.take(s, k, axis=axis) == 2
+            rows, cols = np.nonzero(plane)
+            if len(rows) >= 4:
+                spread = np.hypot(np.ptp(rows), np.ptp(cols))
+                assert spread >= 3  # voxels: two strokes, not one dot
+
+
+def test_the_truth_is_the_label_covering_most_of_each_voxel():
+    # voxel 0: 5/8 CSF, 3/8 cord, centre in the cord; voxel 1: a tie, centre label wins
+    fractions = np.array([[[[0.0, 3 / 8, 5 / 8], [0.0, 0.5, 0.5]]]])
+    centre = np.array([[[1, 2]]])
+    assert majority_labels(fractions, centre).tolist() == [[[2, 2]]]
+
+
+def test_touching_tissues_stay_apart_on_t2_in_every_case():
+    # the jitter keeps each structure's tissue >= 15 % from the tissues it touches
+    # (rounding: 1e-9)
+    for variation in battery(30):
+        levels = tissue_levels(variation)[:, 0]
+        for a, b in ((MASS, MARROW), (MASS, DISC), (MASS, FAT), (MASS, CORD), (CSF, FAT)):
+            assert abs(levels[a] - levels[b]) >= 0.15 * levels[a] - 1e-9
+
+
+# ---- the method ----------------------------------------------------------------------------
 
 
 def test_the_result_is_a_labelmap_of_structures_on_the_first_image_grid(cases):
@@ -52,13 +126,14 @@ def test_the_result_is_a_labelmap_of_structures_on_the_first_image_grid(cases):
     assert set(np.unique(sitk.GetArrayFromImage(result)).tolist()) <= {0, 1, 2, 3, 4}
 
 
-def test_an_update_after_one_more_stroke_equals_a_full_re_solve(cases):
+def test_an_exact_update_after_one_more_stroke_equals_a_full_re_solve(cases):
     _, study, seeds = cases[0]
     more = add_stroke(seeds, study.labels, 3, rng_seed=5)
-    grower = PathGrower([study.t2, study.t1])
+    grower = PathGrower([study.t2, study.t1], params=PathParameters(exact_updates=True))
     grower.grow(seeds)
     updated = sitk.GetArrayFromImage(grower.grow(more))
     assert grower.full_solves == 1  # the second grow was an update ...
+    assert grower.feature_computations == 1  # ... on the cached denoised channels ...
     assert grower.last_update_voxels < sitk.GetArrayViewFromImage(seeds).size  # ... of a box
     # the same model (learnt from the first strokes), solved from scratch with the new strokes
     assert np.array_equal(updated, sitk.GetArrayFromImage(_solve_with(grower, more)))
@@ -85,11 +160,6 @@ def _solve_with(grower: PathGrower, seeds: sitk.Image) -> sitk.Image:
     return image
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not reached: a pure-noise channel lowers the CSF/cord Dice by ~0.08 on case 02 "
-    "(its noise enters every edge step; the noise floor that removed it hurt real MRI)",
-)
 def test_an_uninformative_channel_does_not_hurt(cases):
     """A pure-noise second channel: its per-label densities coincide, so every voxel's
     unlikeliness is decided by the T2 alone (the learnt model, not a constant)."""
@@ -102,7 +172,8 @@ def test_an_uninformative_channel_does_not_hurt(cases):
     alone = _dice(PathGrower([study.t2]).grow(seeds), study.labels)
     both = _dice(PathGrower([study.t2, noise]).grow(seeds), study.labels)
     for label in (1, 2, 3):
-        # tolerance: the noise channel adds noise to every step (sqrt(1 + 1) at most)
+        # tolerance: the denoised noise channel still adds a little to every step
+        # (measured: mass 0.951 -> 0.941, cord and CSF within 0.005)
         assert both[label] >= alone[label] - 0.05
 
 
@@ -118,64 +189,148 @@ def test_the_model_scales_each_channel_by_its_own_noise(cases):
     )  # Rician sigma (a fraction of the brightest T2 level ~1000), MAD of few stroke pairs
 
 
-# ---- issue 16 goals on the slice (not reached yet: see the module docstring) -------------
+def test_the_plain_competition_is_a_parameter_preset():
+    plain = PathParameters.plain()
+    assert plain.likelihood_weight == 0.0 and plain.scale_from == "noise"
+
+
+# ---- issue 16 goals on the slice -------------------------------------------------------------
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16 goal not reached: on this slice worst mass Dice T2+T1 ~0.45-0.8, "
-    "the mass over-grows into unseeded tissue of similar intensity",
+    reason="issue 16 goal not reached: the PET lowers the CSF Dice by 0.089 on the 4 mm "
+    "circumferential case 06 (0.898 -> 0.809) and by 0.026 on case 07 (0.923 -> 0.897)",
 )
-def test_goal_with_a_second_channel(cases):
-    for _, study, seeds in cases:
-        for second in (study.t1, study.pet_suv):
-            d = _dice(PathGrower([study.t2, second]).grow(seeds), study.labels)
-            assert d[3] >= 0.90 and d[1] >= 0.95 and d[2] >= 0.90
+def test_goal_adding_a_channel_never_hurts(cases, results):
+    # the goal's own tolerance: 0.01 Dice
+    for variation, _, _ in cases:
+        alone = results[variation.name, "T2"]
+        for name in ("T2+T1", "T2+PET"):
+            d = results[variation.name, name]
+            assert all(d[v] >= alone[v] - 0.01 for v in (1, 2, 3)), (variation.name, name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 goal not reached (T2-only mass worst ~0.3)")
-def test_goal_with_t2_alone(cases):
-    for _, study, seeds in cases:
-        d = _dice(PathGrower([study.t2]).grow(seeds), study.labels)
-        assert d[3] >= 0.85 and d[1] >= 0.95 and d[2] >= 0.90
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 goal not reached: mass Dice 0.849 (T1) / 0.885 (PET) and CSF 0.809 "
+    "(PET) on the 4 mm circumferential case 06, mass 0.881 (PET) on case 07, cord 0.938 (PET) "
+    "on grade-3 case 03 (4 mm slabs: the disc next to the mass, partial-volumed with the "
+    "endplate, looks like mass)",
+)
+def test_goal_with_a_second_channel(cases, results):
+    for variation, _, _ in cases:
+        for name in ("T2+T1", "T2+PET"):
+            d = results[variation.name, name]
+            assert d[3] >= 0.90 and d[1] >= 0.95 and d[2] >= 0.90, (variation.name, name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 goal not reached: T1 lowers mass Dice")
-def test_goal_adding_a_channel_never_hurts(cases):
-    for _, study, seeds in cases:
-        alone = _dice(PathGrower([study.t2]).grow(seeds), study.labels)
-        for more in ([study.t2, study.t1], [study.t2, study.pet_suv]):
-            d = _dice(PathGrower(more).grow(seeds), study.labels)
-            assert all(d[v] >= alone[v] - 0.01 for v in (1, 2, 3))
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 goal not reached: T2-alone mass Dice 0.835 (case 06) and 0.814 (case 07), "
+    "cord 0.922 (grade 3, case 03), CSF 0.898 (case 06)",
+)
+def test_goal_with_t2_alone(cases, results):
+    for variation, _, _ in cases:
+        d = results[variation.name, "T2"]
+        assert d[3] >= 0.85 and d[1] >= 0.95 and d[2] >= 0.90, variation.name
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 goal not reached: measured ~0.84 (draw 0)")
-def test_goal_real_t2_cord_from_three_axial_slices(shared_data):
-    folder = shared_data / "sct_errsm30"
-    t2 = sitk.ReadImage(str(folder / "t2.nii.gz"), sitk.sitkFloat32)
-    manual = sitk.ReadImage(str(folder / "t2_seg-manual.nii.gz"))
-    cord = sitk.GetArrayFromImage(manual) > 0
-    guide = sitk.GetImageFromArray(cord.astype(np.uint8))
-    guide.CopyInformation(t2)
-    axis = axial_axis_kji(t2)
-    extent = np.flatnonzero(cord.any(axis=tuple(a for a in range(3) if a != axis)))
-    slices = [int(extent[int(q * (extent.size - 1))]) for q in (0.2, 0.5, 0.8)]
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 goal not reached: mass volume +17.5 % (T2+T1, case 06) and -14.8 % "
+    "(T2+PET, case 07) on the 4 mm cases; within 5 % on cases 02 and 03",
+)
+def test_goal_mass_volume_within_five_percent(cases, results):
+    for variation, _, _ in cases:
+        for name in ("T2+T1", "T2+PET"):
+            assert abs(results[variation.name, name]["volume"]) <= 0.05, (variation.name, name)
+
+
+# ---- real MRI: cord on every SCT image with a manual mask, the TPTBox thecal sac -------------
+
+REAL = {
+    "t2": ("sct_errsm30/t2.nii.gz", "sct_errsm30/t2_seg-manual.nii.gz"),
+    "t1w": ("sct_errsm30/t1w.nii.gz", "sct_errsm30/t1w_seg-manual.nii.gz"),
+    "t2s": ("sct_errsm30/t2s.nii.gz", "sct_errsm30/t2s_seg.nii.gz"),
+    "mt1": ("sct_errsm30/mt1.nii.gz", "sct_errsm30/mt1_seg.nii.gz"),
+    "lesion t2": (
+        "sct_fake_lesion/t2_fake_lesion.nii.gz",
+        "sct_fake_lesion/t2_fake_lesion_sc_seg.nii.gz",
+    ),
+}
+
+
+def _three_slice_result(image: sitk.Image, guide: np.ndarray, scored) -> np.ndarray:
+    """Grow from strokes on three axial slices (20, 50, 80 % of the scored extent): the
+    structures, "other" from 1 mm outside them (the CSF around the cord) to 15 mm."""
+    guide_image = sitk.GetImageFromArray(guide.astype(np.uint8))
+    guide_image.CopyInformation(image)
+    axis = axial_axis_kji(image)
+    extent = np.flatnonzero(
+        np.isin(guide, scored).any(axis=tuple(a for a in range(3) if a != axis))
+    )
+    slices = sorted({int(extent[int(q * (extent.size - 1))]) for q in (0.2, 0.5, 0.8)})
     seeds = strokes_from_labels(
-        guide,
+        guide_image,
         rng_seed=0,
-        structures=(1,),
+        structures=scored,
         slice_indices=slices,
+        spread=True,
         strokes_per_slice=4,
         other_strokes_per_slice=8,
         other_near_mm=6.0,
-        other_inset_mm=2.0,
+        other_inset_mm=1.0,
         other_within_mm=15.0,
-        near_to=(1,),
+        near_to=scored,
     )
-    result = sitk.GetArrayFromImage(PathGrower([t2]).grow(seeds))
+    return sitk.GetArrayFromImage(PathGrower([image]).grow(seeds))
+
+
+# measured, draw 0 (the lesion T2's cord over-grows about 3x into the tissue around it)
+_CORD_NOT_MET = {
+    "t2s": 0.729,
+    "mt1": 0.831,
+    "lesion t2": 0.465,
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=f"issue 16 goal not reached: cord Dice {_CORD_NOT_MET[name]:.3f} (draw 0)",
+            ),
+        )
+        if name in _CORD_NOT_MET
+        else name
+        for name in REAL
+    ],
+)
+def test_goal_real_cord_from_three_axial_slices(shared_data, name):
+    image_path, mask_path = REAL[name]
+    image = sitk.ReadImage(str(shared_data / image_path), sitk.sitkFloat32)
+    cord = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / mask_path))) > 0
+    result = _three_slice_result(image, cord.astype(np.uint8), (1,))
+    # the issue's goal against the manual mask (measured t2 0.913, t1w 0.887)
     assert dice(result == 1, cord) >= 0.88
 
 
-def test_the_plain_competition_is_a_parameter_preset():
-    plain = PathParameters.plain()
-    assert plain.likelihood_weight == 0.0 and plain.scale_from == "noise"
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 goal not reached: thecal sac Dice 0.666 (draw 0)",
+)
+def test_goal_real_thecal_sac_on_the_tptbox_t2(shared_data):
+    folder = shared_data / "tptbox_cervical_t2"
+    image = sitk.ReadImage(str(folder / "sub-mri_label-6_T2w.nii.gz"), sitk.sitkFloat32)
+    mask = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(folder / "sub-mri_seg-subreg_label-6_msk.nii.gz"))
+    )
+    guide = np.zeros(mask.shape, dtype=np.uint8)
+    guide[mask == 61] = 2  # spinal canal / CSF
+    guide[mask == 60] = 1  # spinal cord
+    result = _three_slice_result(image, guide, (1, 2))
+    assert dice(np.isin(result, (1, 2)), np.isin(guide, (1, 2))) >= 0.85

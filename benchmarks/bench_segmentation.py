@@ -1,4 +1,5 @@
-"""Grow from seeds: ours vs Slicer's GrowCut (vtkImageGrowCutSegment) vs SimpleITK watershed.
+"""Grow from seeds: ours (SeedGrower; issue 16's PathGrower) vs Slicer's GrowCut
+(vtkImageGrowCutSegment) vs SimpleITK watershed.
 
 Same inputs in one run: the phantom (T2 + PET on the T2 grid, strokes from the truth) at a
 given grade, optionally upsampled in-plane to reach a ~200x200x60 region. Prints Dice of cord,
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib.phantom import make_phantom  # noqa: E402
 from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice  # noqa: E402
+from MESCCAnalyzerLib.segmentation.paths import PathGrower  # noqa: E402
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, strokes_from_labels  # noqa: E402
 
 
@@ -136,6 +138,17 @@ def main() -> int:
             )
 
         record(name, make_ours)
+
+    for channels, name in (([t2, pet], "paths T2+PET"), ([t2], "paths T2")):
+
+        def make_paths(channels=channels):
+            grower = PathGrower(channels)
+            return (
+                lambda: sitk.GetArrayFromImage(grower.grow(seeds_img)),
+                lambda: sitk.GetArrayFromImage(grower.grow(more_img)),
+            )
+
+        record(name, make_paths)
 
     t2_array = sitk.GetArrayFromImage(t2)
 

@@ -16,9 +16,12 @@ Each :class:`Variation` changes, from the anatomy of :mod:`MESCCAnalyzerLib.phan
 * a PET in SUV on the MRI grid: tissue SUVs (the mass's varied) blurred by the scanner's
   point spread (FWHM 5-8 mm), sampled on 4 mm voxels with noise, interpolated back.
 
-The truth labelmap is the tissue at each voxel centre (1 cord, 2 CSF, 3 mass, 4 bone), as in
-the phantom. :func:`battery` lists the 30 cases of the benchmark (a factorial-like spread of
-the factors above); :func:`make_case` renders one.
+The truth labelmap (1 cord, 2 CSF, 3 mass, 4 bone) is the label covering most of each voxel,
+from the same sub-samples as the partial volume of the images (the phantom's own truth is the
+tissue at the voxel centre, which on a thick or tilted slab can be a tissue the voxel's
+intensity barely shows; see :func:`majority_labels`). Each case also carries a stroke guide
+(:func:`stroke_guide`). :func:`battery` lists the 30 cases of the benchmark (a
+factorial-like spread of the factors above); :func:`make_case` renders one.
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .anatomy import (
+    CORD,
+    CSF,
+    DISC,
+    FAT,
     MARROW,
     MASS,
+    OTHER,
     SUV_LEVELS,
     T1_LEVELS,
     T2_LEVELS,
@@ -75,13 +83,17 @@ class Variation:
 
 @dataclass
 class VariedStudy:
-    """A rendered case: channels on one grid and the truth labels (uint8, 1-4)."""
+    """A rendered case: channels on one grid, the truth labels (uint8, 1-4) and the stroke
+    guide (the truth, plus each unlabelled tissue a reader tells apart: 5 soft tissue,
+    6 disc, 7 epidural fat; for :func:`~MESCCAnalyzerLib.segmentation.seeds.strokes_from_labels`).
+    """
 
     variation: Variation
     t2: sitk.Image
     t1: sitk.Image
     pet_suv: sitk.Image
     labels: sitk.Image
+    guide: sitk.Image
 
 
 @dataclass(frozen=True)
@@ -179,16 +191,24 @@ def _smooth_field(shape_kji, spacing_ijk, sigma_mm: float, rng: np.random.Genera
     return field / max(float(field.std()), 1e-6)
 
 
+# (structure tissue, touching tissue of another label) kept apart on T2 by the jitter: the
+# mass and the marrow it replaces, the disc beside the vertebral body, the epidural fat and
+# the cord it compresses; the CSF and the epidural fat around the sac
+_T2_APART = ((MASS, MARROW), (MASS, DISC), (MASS, FAT), (MASS, CORD), (CSF, FAT))
+
+
 def tissue_levels(variation: Variation) -> np.ndarray:
     """(8, 3) T2, T1, SUV level of each tissue for ``variation``."""
     rng = np.random.default_rng(variation.seed + 11)
     levels = _LEVELS.copy()
     j = variation.contrast_jitter
     levels[:, :2] *= rng.uniform(1.0 - j, 1.0 + j, size=(len(levels), 2))
-    # keep the mass and the marrow apart on T2 by at least 15 % (else no T2-only method can)
-    mass, marrow = levels[MASS, 0], levels[MARROW, 0]
-    if abs(mass - marrow) < 0.15 * mass:
-        levels[MARROW, 0] = mass * (0.85 if marrow <= mass else 1.15)
+    # keep each structure's tissue apart on T2 by at least 15 % from the tissues of other
+    # labels it touches, in their usual order (else no T2-only method can tell them apart)
+    for fixed, moved in _T2_APART:
+        a, b = levels[fixed, 0], levels[moved, 0]
+        if abs(a - b) < 0.15 * a:
+            levels[moved, 0] = a * (0.85 if T2_LEVELS[moved] <= T2_LEVELS[fixed] else 1.15)
     levels[MASS, 2] = variation.mass_suv
     return levels
 
@@ -210,11 +230,15 @@ def make_case(variation: Variation) -> VariedStudy:
     size = tuple(max(8, int(round(f / s))) for f, s in zip(v.fov_mm, spacing, strict=True))
     grid = Grid.centred(MRI_CENTRE_LPS, size, spacing)
     centre = tissue_on_grid(anatomy, grid, pose.anatomy_from_mri, [(0.0, 0.0, 0.0)])[0]
-    labels = TISSUE_TO_LABEL[centre]
     levels = tissue_levels(v)
-    # partial volume over the whole voxel: 2 x 2 in plane, one sample per mm across the slab
+    # partial volume over the whole voxel: 2 x 2 in plane, one sample per mm across the slab;
+    # the same sub-samples give each label's fraction of the voxel (the truth, below)
     per_axis = (2, 2, max(2, int(math.ceil(v.slice_mm))))
-    mixed = partial_volume_mean(anatomy, grid, pose.anatomy_from_mri, centre, levels, per_axis)
+    n_labels = int(TISSUE_TO_LABEL.max()) + 1
+    values = np.concatenate([levels, np.eye(n_labels)[TISSUE_TO_LABEL]], axis=1)
+    mixed = partial_volume_mean(anatomy, grid, pose.anatomy_from_mri, centre, values, per_axis)
+    labels = majority_labels(mixed[..., levels.shape[1] :], TISSUE_TO_LABEL[centre])
+    mixed = mixed[..., : levels.shape[1]]
     shape = centre.shape
     # bias: a random smooth (linear + quadratic) field with the asked peak-to-peak amplitude
     kk, jj, ii = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
@@ -246,7 +270,35 @@ def make_case(variation: Variation) -> VariedStudy:
         t1=images["t1"],
         pet_suv=pet,
         labels=grid.image(labels.astype(np.uint8)),
+        guide=grid.image(stroke_guide(labels, centre)),
     )
+
+
+# the unlabelled tissues a reader tells apart, as guide values above the structures'
+_GUIDE_OTHER = {OTHER: 5, DISC: 6, FAT: 7}
+
+
+def stroke_guide(labels: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """The truth ``labels`` with the unlabelled voxels named by their tissue (5 soft tissue,
+    6 disc, 7 epidural fat): strokes are drawn in each tissue a reader sees, the truth is
+    unchanged."""
+    guide = labels.astype(np.uint8).copy()
+    for t, value in _GUIDE_OTHER.items():
+        guide[(labels == 0) & (tissue == t)] = value
+    return guide
+
+
+def majority_labels(fractions: np.ndarray, centre_labels: np.ndarray) -> np.ndarray:
+    """The label covering most of each voxel (``fractions``: (k, j, i, labels)); ties go to
+    the label at the voxel centre.
+
+    The image is the mean over the voxel, so the majority is what it shows: the label at the
+    voxel centre alone can be a tissue covering a minority of a boundary voxel (a 4 mm slab
+    crossing a tilted boundary), which no method reading the image can recover.
+    """
+    bonus = np.zeros_like(fractions)
+    np.put_along_axis(bonus, centre_labels[..., None].astype(np.intp), 1e-6, axis=-1)
+    return np.argmax(fractions + bonus, axis=-1).astype(np.uint8)
 
 
 def _spread(values, n: int, rng: np.random.Generator) -> list:

@@ -10,8 +10,11 @@ for a given ``rng_seed``:
   halved until some remain, so a thin structure still gets strokes) are the candidates;
 * ``slices`` axial slices are chosen spread over the structure's extent (quantiles 0.2-0.8,
   jittered), plus one through each large part (>= 5 % of the structure) that none of them
-  crosses (each vertebra in view); on each, ``strokes_per_slice`` straight strokes of 3-8 voxels start at a random
-  candidate voxel in a random in-plane direction and stop where they leave the candidates;
+  crosses (each vertebra in view); on each, ``strokes_per_slice`` strokes of 3-8 voxels,
+  the first from a random candidate voxel, each further one from a candidate far from the
+  slice's previous strokes (so they spread over the structure: CSF on both sides of the
+  cord, "other" all around the canal), in a random in-plane direction, bending to stay in
+  the candidates (a thin curved layer gets a stroke along it, not a dot across it);
 * "other" strokes (label ``other_label``) are drawn the same way in the unlabelled voxels at
   least ``inset_mm`` away from every structure: half of them "near", at least
   ``other_inset_mm`` from every structure and within ``other_near_mm`` of the soft structures
@@ -19,6 +22,9 @@ for a given ``rng_seed``:
   around the mass), half up to ``other_within_mm`` from any structure (muscle), on the
   structures' slices; plus near strokes on ``other_slices`` slices spread over the near
   region's extent (discs, tissue between the painted slices);
+* when the guide names the other tissues (values above 4: disc, epidural fat, muscle...),
+  each one next to the soft structures gets a few strokes of its own on two slices of its
+  extent (and one through each large piece, e.g. each disc in view);
 * a structure never gets more than ``max_fraction`` (2 %) of its voxels as seeds.
 """
 
@@ -124,7 +130,56 @@ def _choose_slices(cand: np.ndarray, axis: int, n: int, rng: np.random.Generator
     return picks
 
 
-def _stroke(cand2d: np.ndarray, rng: np.random.Generator, length: int) -> list[tuple[int, int]]:
+_STEPS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+
+
+def _stroke(
+    cand2d: np.ndarray,
+    rng: np.random.Generator,
+    length: int,
+    start: tuple[int, int] | None = None,
+) -> list[tuple[int, int]]:
+    """A stroke of up to ``length`` voxels through ``cand2d``, from ``start`` (a random
+    candidate if None) in a random direction, bending with the structure: each step goes to
+    the unvisited 8-neighbour candidate closest to the current direction (never backwards),
+    as a hand follows a thin curved layer such as the CSF ring."""
+    if start is None:
+        rows, cols = np.nonzero(cand2d)
+        if rows.size == 0:
+            return []
+        pick = rng.integers(rows.size)
+        start = (int(rows[pick]), int(cols[pick]))
+    angle = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.sin(angle), np.cos(angle)])
+    points = [start]
+    r, c = start
+    for _ in range(length - 1):
+        best, best_dot = None, 0.0
+        for dr, dc in _STEPS:
+            rr, cc = r + dr, c + dc
+            if not (0 <= rr < cand2d.shape[0] and 0 <= cc < cand2d.shape[1]):
+                continue
+            if not cand2d[rr, cc] or (rr, cc) in points:
+                continue
+            dot = (dr * direction[0] + dc * direction[1]) / np.hypot(dr, dc)
+            if dot > best_dot:
+                best, best_dot = (rr, cc), dot
+        if best is None:
+            break
+        step = np.array([best[0] - r, best[1] - c], dtype=float)
+        direction = direction + step / np.linalg.norm(step)
+        direction /= np.linalg.norm(direction)
+        r, c = best
+        points.append(best)
+    return points
+
+
+def _straight_stroke(
+    cand2d: np.ndarray, rng: np.random.Generator, length: int
+) -> list[tuple[int, int]]:
+    """A straight stroke of up to ``length`` voxels from a random candidate in a random
+    direction, stopping where it leaves the candidates (the demo's and the pipeline tests'
+    strokes, :func:`strokes_from_labels` with ``spread`` false)."""
     rows, cols = np.nonzero(cand2d)
     if rows.size == 0:
         return []
@@ -142,6 +197,25 @@ def _stroke(cand2d: np.ndarray, rng: np.random.Generator, length: int) -> list[t
     return points
 
 
+def _spread_start(
+    plane_cand: np.ndarray, painted: np.ndarray, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """A stroke start far from the strokes already on this slice (a random one among the
+    candidates at least 70 % of the largest distance away), so that a slice's strokes
+    spread over the structure as a user's do (CSF on both sides of the cord)."""
+    rows, cols = np.nonzero(plane_cand)
+    if rows.size == 0:
+        return None
+    if not painted.any():
+        pick = rng.integers(rows.size)
+        return int(rows[pick]), int(cols[pick])
+    pr, pc = np.nonzero(painted)
+    d2 = np.min((rows[:, None] - pr[None]) ** 2 + (cols[:, None] - pc[None]) ** 2, axis=1)
+    far = np.flatnonzero(d2 >= 0.49 * d2.max())
+    pick = far[rng.integers(far.size)]
+    return int(rows[pick]), int(cols[pick])
+
+
 def _paint(
     seeds: np.ndarray,
     cand: np.ndarray,
@@ -151,6 +225,7 @@ def _paint(
     strokes_per_slice: int,
     budget: int,
     rng: np.random.Generator,
+    spread: bool = True,
 ) -> int:
     painted = 0
     for s in slices:
@@ -160,7 +235,14 @@ def _paint(
         plane_seeds = seeds[tuple(index)]
         for _ in range(strokes_per_slice):
             length = int(rng.integers(3, 9))
-            for r, c in _stroke(plane_cand, rng, length):
+            if spread:
+                start = _spread_start(plane_cand, plane_seeds == label, rng)
+                if start is None:
+                    break
+                points = _stroke(plane_cand, rng, length, start)
+            else:
+                points = _straight_stroke(plane_cand, rng, length)
+            for r, c in points:
                 if painted >= budget:
                     return painted
                 plane_seeds[r, c] = label
@@ -186,11 +268,22 @@ def strokes_from_labels(
     other_slices: int = 4,
     other_label: int = OTHER_LABEL,
     max_fraction: float = 0.02,
+    other_tissue_strokes: int = 2,
+    spread: bool = False,
 ) -> sitk.Image:
     """Seed strokes (uint16 labelmap on ``labels``' grid) imitating a user's few strokes.
 
     ``labels`` holds the structures (non-zero values in ``structures``; any other non-zero
-    value is treated as "other" tissue and zero as unlabelled surroundings). See the module
+    value is treated as "other" tissue and zero as unlabelled surroundings). Each such other
+    tissue next to the soft structures (within ``other_near_mm`` plus a voxel's margin)
+    also gets ``other_tissue_strokes`` strokes per slice on two slices of its extent (and one
+    through each large piece; on ``slice_indices`` when given), labelled ``other_label``: a user strokes the disc and the
+    epidural fat next to the sac, not only the muscle around it.
+
+    ``spread`` true: the strokes of a slice start far from each other and bend with the
+    structure (the segmentation battery's strokes, ``docs/segmentation.md``); false (the
+    default, the demo's and the pipeline tests' strokes): straight strokes from random
+    starts, and no strokes for the other tissues. See the module
     docstring for the placement. ``slice_indices`` fixes the axial slices (numpy index along
     :func:`axial_axis_kji`) instead of choosing ``slices`` of them per structure.
     """
@@ -215,7 +308,7 @@ def strokes_from_labels(
             chosen = _add_component_slices(chosen, cand, axis, labels)
         all_slices.update(chosen)
         budget = max(1, int(np.floor(max_fraction * count)))
-        _paint(seeds, cand, label, chosen, axis, strokes_per_slice, budget, rng)
+        _paint(seeds, cand, label, chosen, axis, strokes_per_slice, budget, rng, spread)
     other = ~structure_mask
     if other_strokes_per_slice > 0 and other.any():
         away = _inside_distance_mm(other, labels)
@@ -226,13 +319,45 @@ def strokes_from_labels(
         chosen = sorted(all_slices) if all_slices else _choose_slices(near, axis, slices, rng)
         # half the strokes hug the soft structures (epidural fat, ligaments), half lie further out
         n_near = (other_strokes_per_slice + 1) // 2
-        _paint(seeds, near, other_label, chosen, axis, n_near, 10**9, rng)
-        _paint(seeds, far, other_label, chosen, axis, other_strokes_per_slice - n_near, 10**9, rng)
+        _paint(seeds, near, other_label, chosen, axis, n_near, 10**9, rng, spread)
+        _paint(
+            seeds,
+            far,
+            other_label,
+            chosen,
+            axis,
+            other_strokes_per_slice - n_near,
+            10**9,
+            rng,
+            spread,
+        )
         if slice_indices is None and other_slices > 0 and soft.any():
             # slices spread over the soft structures' extent (discs, tissue between the slices)
             extent = np.flatnonzero(near.any(axis=tuple(a for a in range(3) if a != axis)))
             extra = np.linspace(extent[0], extent[-1], other_slices + 2)[1:-1].round().astype(int)
-            _paint(seeds, near, other_label, [int(v) for v in extra], axis, n_near, 10**9, rng)
+            _paint(
+                seeds, near, other_label, [int(v) for v in extra], axis, n_near, 10**9, rng, spread
+            )
+        if spread and other_tissue_strokes > 0:
+            # each distinct non-structure tissue of the guide (values above the structures',
+            # e.g. disc, epidural fat) that lies next to the soft structures gets strokes of
+            # its own, as a user strokes every tissue they see around the canal
+            for value in np.unique(truth[other]):
+                if value == 0 or value in structures:
+                    continue
+                tissue = truth == value
+                cand = _candidates(tissue, labels, inset_mm) & (away_soft <= other_within_mm)
+                if not (cand & (away_soft <= other_near_mm + inset_mm + 1.0)).any():
+                    continue  # not next to the structures: the near/far strokes cover it
+                if slice_indices is not None:
+                    chosen = list(slice_indices)
+                else:
+                    chosen = _add_component_slices(
+                        _choose_slices(cand, axis, 2, rng), cand, axis, labels
+                    )
+                _paint(
+                    seeds, cand, other_label, chosen, axis, other_tissue_strokes, 10**9, rng, spread
+                )
     out = sitk.GetImageFromArray(seeds)
     out.CopyInformation(labels)
     return out
