@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mescc demo --out $(DEMO_OUT) --grade 2 --seed 0
+	$(BIN)/mescc demo --out $(DEMO_OUT) --seed 0
 	$(BIN)/mescc info $(DEMO_OUT)/study/t2.nii.gz $(DEMO_OUT)/study/ct.nii.gz $(DEMO_OUT)/study/pet_dicom
 
 test: $(STAMP)

@@ -133,3 +133,18 @@ def test_analyze_refuses_bad_input_and_writes_nothing(tmp_path, capsys, a_demo):
     )
     assert code == 2
     assert "overwrite an input" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_demo_is_a_whole_spine_with_two_lesions_named_by_level(tmp_path):
+    """`mescc demo` (what `make demo` runs): T1-L1, lesions at T5 (grade 2) and T9 (grade 3),
+    segmented from strokes and measured with the levels named from the vertebra labelmap."""
+    out = tmp_path / "demo"
+    assert main(["--quiet", "demo", "--out", str(out), "--no-scene"]) == 0
+    m = json.loads((out / "analysis" / "metrics.json").read_text())
+    assert m["levels_named"] and m["level_source"] == "vertebrae"
+    assert len(m["lesions"]) == 2
+    assert "T5" in m["lesions"][0]["levels"] and "T9" in m["lesions"][1]["levels"]
+    assert (out / "analysis" / "lesions.nii.gz").is_file()
+    report = (out / "analysis" / "report.html").read_text()
+    assert "id=lesion-1" in report and "id=lesion-2" in report and "<table id=levels>" in report

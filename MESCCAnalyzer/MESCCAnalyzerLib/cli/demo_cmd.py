@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import LABEL_MASS
+from ..errors import InputError
 from ..outputs import claim_dir, write_image
 from ..phantom import GRADES, write_phantom
 from ..phantom.spine import parse_lesions, write_spine_phantom
@@ -37,6 +38,11 @@ def add_arguments(parser):
         help="run the single-level phantom (one mass of this Bilsky grade) instead",
     )
     parser.add_argument(
+        "--dwi",
+        action="store_true",
+        help="with --grade: the phantom's diffusion series too, analysed (ADC of the mass and cord)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="phantom and seed-placement random seed"
     )
     parser.add_argument(
@@ -44,13 +50,19 @@ def add_arguments(parser):
     )
 
 
-def demo_strokes(labels: sitk.Image, seed: int) -> sitk.Image:
-    """A user's strokes drawn from the truth: on each structure, and on every lesion (a user
-    strokes each mass they see; strokes drawn over the whole mass label could all fall on
-    one of them)."""
-    from ..segmentation.seeds import strokes_from_labels
+STROKE_SPACING_MM = 30.0  # a user strokes the cord and the CSF about once per vertebra
 
-    seeds = sitk.GetArrayFromImage(strokes_from_labels(labels, rng_seed=seed))
+
+def demo_strokes(labels: sitk.Image, seed: int) -> sitk.Image:
+    """A user's strokes drawn from the truth: on each structure, on slices about one vertebra
+    apart along a long study (3 slices at least), and on every lesion (a user strokes each
+    mass they see; strokes drawn over the whole mass label could all fall on one of them)."""
+    from ..segmentation.seeds import axial_axis_kji, strokes_from_labels
+
+    axis = axial_axis_kji(labels)
+    length_mm = labels.GetSize()[2 - axis] * labels.GetSpacing()[2 - axis]
+    slices = max(3, int(round(length_mm / STROKE_SPACING_MM)))
+    seeds = sitk.GetArrayFromImage(strokes_from_labels(labels, rng_seed=seed, slices=slices))
     arr = sitk.GetArrayFromImage(labels)
     regions = sitk.GetArrayFromImage(sitk.ConnectedComponent(labels == LABEL_MASS, True))
     for region in range(1, int(regions.max()) + 1):
@@ -71,10 +83,21 @@ def run(args, term) -> int:
     from .analyze_cmd import print_summary, run_and_write
 
     lesions = parse_lesions(args.lesions)  # bad text: one line, before anything is written
+    if args.dwi and args.grade is None:
+        raise InputError(
+            "--dwi is for the single-level phantom (the whole spine has no DWI yet)",
+            hint="add --grade, e.g. mescc demo --grade 2 --dwi --out demo",
+        )
     out = claim_dir(args.out)
     term.stage("phantom")
     if args.grade is not None:
-        study = write_phantom(out / "study", args.grade, args.seed, progress=term.progress)
+        study = write_phantom(
+            out / "study",
+            args.grade,
+            args.seed,
+            dwi_layout="standard" if args.dwi else None,
+            progress=term.progress,
+        )
     else:
         study = write_spine_phantom(
             out / "study", DEMO_LEVELS, lesions, args.seed, progress=term.progress
@@ -89,6 +112,7 @@ def run(args, term) -> int:
         pet=study / "pet_dicom",
         seeds=seeds_path,
         vertebrae=study / "vertebrae.nii.gz" if args.grade is None else None,
+        dwi=study / "dwi_dicom" if args.dwi else None,
     )
     analysis = out / "analysis"
     result = run_and_write(request, analysis, term, no_scene=args.no_scene)
@@ -109,6 +133,11 @@ def run(args, term) -> int:
             f"phantom truth{where}: grade {lesion['grade']}, MSCC {lesion['mscc_percent']:.1f} %, "
             f"cord CSA ratio {lesion['cord_csa_ratio']:.2f}, mass {volume:.2f} ml "
             f"(measured: {got})"
+        )
+    if "dwi" in truth and measured:
+        print(
+            f"phantom truth: mass ADC {truth['dwi']['adc']['mass']:.0f} x 1e-6 mm2/s "
+            f"(measured: {measured[0]['adc_mean']:.0f} over the segmented mass, 1 mm inside)"
         )
     return 0
 
