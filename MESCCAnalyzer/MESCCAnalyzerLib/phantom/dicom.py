@@ -30,6 +30,19 @@ PATIENT_NAME = "MESCC^Phantom"
 STUDY_DATE = "20260101"
 
 
+def new_dataset(sop_class: str, sop_uid: str, syntax: str = ExplicitVRLittleEndian) -> Dataset:
+    """An empty instance of ``sop_class`` with its file meta information (Part 10)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
 @dataclass(frozen=True)
 class SeriesSpec:
     """What distinguishes one written series: modality, numbers, description, UIDs."""
@@ -132,14 +145,7 @@ def write_image_series(
     files = []
     for k in range(nz):
         sop_uid = uid_from(f"{spec.series_uid}-{k}")
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
+        ds = new_dataset(sop_class, sop_uid)
         _common(ds, patient_id=patient_id, study_uid=study_uid, spec=spec)
         _modality_module(ds, spec.modality)
         ds.InstanceNumber = k + 1

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     EnhancedMRImageStorage,
@@ -62,7 +62,7 @@ from ..io.dwi import DWISeries
 from ..outputs import save_image
 from ..progress import CancelCallback, check
 from .anatomy import CORD, TISSUE_NAMES, PhantomAnatomy
-from .dicom import SeriesSpec, _common, _ds, uid_from
+from .dicom import SeriesSpec, _common, _ds, new_dataset, uid_from
 from .imaging import Grid, Pose, partial_volume_mean, rician, tissue_on_grid
 
 LAYOUTS = ("standard", "siemens", "ge", "philips", "enhanced")
@@ -378,14 +378,7 @@ def write_dwi_dicom(
         for k in range(nz):
             n = v * nz + k
             sop_uid = uid_from(f"{spec.series_uid}-{n}")
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = syntax
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = MRImageStorage
-            ds.SOPInstanceUID = sop_uid
+            ds = new_dataset(MRImageStorage, sop_uid, syntax)
             _common(ds, patient_id=patient_id, study_uid=study_uid, spec=spec)
             _mr_module(ds, layout)
             ds.InstanceNumber = n + 1
@@ -403,14 +396,7 @@ def write_dwi_dicom(
 
 def _write_enhanced(volumes, bvals, bvecs, folder, spec, patient_id, study_uid) -> Path:
     sop_uid = uid_from(f"{spec.series_uid}-enhanced")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = EnhancedMRImageStorage
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(EnhancedMRImageStorage, sop_uid)
     _common(ds, patient_id=patient_id, study_uid=study_uid, spec=spec)
     _mr_module(ds, "enhanced")
     ds.InstanceNumber = 1

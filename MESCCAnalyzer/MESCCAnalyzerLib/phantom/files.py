@@ -16,7 +16,7 @@ from .. import LABEL_MASS
 from ..outputs import atomic_dir, check_output_dir, save_image
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
 from .anatomy import F18_HALF_LIFE_S, PATIENT_HEIGHT_M, PATIENT_WEIGHT_KG, PET_DOSE_BQ, PET_UPTAKE_S
-from .dicom import mri_frame_uid, write_mri_ct_dicom, write_mri_dicom
+from .dicom import mri_frame_uid, new_dataset, write_mri_ct_dicom, write_mri_dicom
 from .dwi import make_phantom_dwi, write_dwi_files
 from .imaging import make_pet_mr_suv, make_phantom
 
@@ -98,18 +98,11 @@ def _pet_slice_dataset(
 ):
     """The DICOM dataset of slice ``k``: PET image storage, Bq/ml, decay-corrected to the
     series start, with the radiopharmaceutical an SUV calculation needs."""
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
+    from pydicom.uid import PositronEmissionTomographyImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = PositronEmissionTomographyImageStorage
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(PositronEmissionTomographyImageStorage, sop_uid)
     ds.Modality = "PT"
     _set_patient_and_study(ds, series)
     ds.InstanceNumber = k + 1
