@@ -459,12 +459,12 @@ class MESCCAnalyzerLogic(ScriptedLoadableModuleLogic):
         return self.workflow.results_metrics()
 
     def lesionsHtml(self, metrics) -> str:
-        from MESCCAnalyzerLib.mrml.levels import lesions_html
+        from MESCCAnalyzerLib.presentation import lesions_html
 
         return lesions_html(metrics)
 
     def levelsNote(self, metrics) -> str:
-        from MESCCAnalyzerLib.mrml.levels import levels_note
+        from MESCCAnalyzerLib.presentation import levels_note
 
         return levels_note(metrics)
 

@@ -20,13 +20,13 @@ from MESCCAnalyzerLib.mrml.diffusion import (
     adc_on_grid,
     dwi_series_from_node,
 )
-from MESCCAnalyzerLib.mrml.levels import lesions_html
 from MESCCAnalyzerLib.mrml.nodes import add_volume_node, numpy_matrix
 from MESCCAnalyzerLib.mrml.scene import read_mrb, write_analysis_scene
 from MESCCAnalyzerLib.mrml.segmentation import write_labels_to_segmentation_node
 from MESCCAnalyzerLib.mrml.workflow import Workflow
 from MESCCAnalyzerLib.phantom import write_phantom
 from MESCCAnalyzerLib.pipeline import AnalysisRequest, run_analysis
+from MESCCAnalyzerLib.presentation import lesions_html
 from MESCCAnalyzerLib.segmentation.seeds import strokes_from_labels
 
 

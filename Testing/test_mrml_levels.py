@@ -18,22 +18,20 @@ from vtk.util import numpy_support
 
 from MESCCAnalyzerLib.errors import InputError
 from MESCCAnalyzerLib.measure.levels import verse_label
-from MESCCAnalyzerLib.mrml.levels import (
-    LESION_ID,
+from MESCCAnalyzerLib.mrml.levels import LESION_ID, level_point_lps, level_source_from_nodes
+from MESCCAnalyzerLib.mrml.metrics import compute_metrics_nodes
+from MESCCAnalyzerLib.mrml.nodes import add_volume_node
+from MESCCAnalyzerLib.mrml.scene import ensure_views
+from MESCCAnalyzerLib.mrml.workflow import Workflow
+from MESCCAnalyzerLib.presentation import (
     UNNAMED_LEVELS_NOTE,
     lesion_blocks,
     lesion_color,
     lesions_html,
     lesions_of,
-    level_point_lps,
     level_rows,
-    level_source_from_nodes,
     levels_note,
 )
-from MESCCAnalyzerLib.mrml.metrics import compute_metrics_nodes
-from MESCCAnalyzerLib.mrml.nodes import add_volume_node
-from MESCCAnalyzerLib.mrml.scene import ensure_views
-from MESCCAnalyzerLib.mrml.workflow import Workflow
 
 LESIONS = (("T4", "2"), ("T6", "0"), ("T8", "3"))
 

@@ -23,7 +23,8 @@ import vtk
 from PIL import Image
 from webdriver import Browser, free_port, serve, stop, wait_until_served
 
-from MESCCAnalyzerLib.mrml.levels import lesion_blocks, level_point_lps, level_rows
+from MESCCAnalyzerLib.mrml.levels import level_point_lps
+from MESCCAnalyzerLib.presentation import lesion_blocks, level_rows
 from MESCCAnalyzerLib.web.teaching import format_value, metric_rows
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ from . import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS, __version__
 from .measure.definitions import report_metrics
 from .measure.lesions import lesion_colour
 from .outputs import write_text
+from .presentation import NO_LESION_TEXT, lesion_blocks, level_rows, levels_note
 
 LABEL_COLOURS = {
     LABEL_CORD: (1.0, 0.85, 0.2),
@@ -366,93 +367,50 @@ def _fmt(value, unit: str) -> str:
 
 
 def levels_table_html(metrics: dict) -> str:
-    """The per-level table: each level crossed by the cord, its minima and its flag."""
-    rows = metrics.get("levels") or []
+    """The per-level table: each level crossed by the cord, its minima and its flag (the
+    cells of :func:`~MESCCAnalyzerLib.presentation.level_rows`)."""
+    rows = level_rows(metrics)
     if not rows:
         return ""
-
-    def number(value, digits=1):
-        return "–" if value is None else f"{value:.{digits}f}"
-
     body = "".join(
-        f"<tr{' class=flagged' if r['flagged'] else ''}><td>{html.escape(r['level'])}</td>"
-        f"<td class=num>{number(r['cord_min_csa_mm2'])}</td>"
-        f"<td class=num>{number(r['cord_ap_min_mm'])}</td>"
-        f"<td class=num>{number(r['canal_min_area_mm2'])}</td>"
-        f"<td>{', '.join(str(i) for i in r['lesion_ids'])}</td>"
-        f"<td>{html.escape(r['flag_reason']) if r['flagged'] else ''}</td></tr>"
+        f"<tr{' class=flagged' if r['is_flagged'] else ''}><td>{html.escape(r['level'])}</td>"
+        f"<td class=num>{r['cord_min_csa_mm2']}</td><td class=num>{r['cord_ap_min_mm']}</td>"
+        f"<td class=num>{r['canal_min_area_mm2']}</td><td>{html.escape(r['lesions'])}</td>"
+        f"<td>{html.escape(r['flag_reason'])}</td></tr>"
         for r in rows
     )
-    unnamed = (
-        ""
-        if metrics.get("levels_named", True)
-        else "<p class=meta>Levels numbered from the top of the image (no vertebra labelmap "
-        "or level anchor was given): the numbers are not vertebra names.</p>"
-    )
+    note = levels_note(metrics)
     return (
-        "<h2>Levels</h2>" + unnamed + "<table id=levels><tr><th>level</th>"
-        "<th>cord CSA, min (mm²)</th><th>cord AP, min (mm)</th><th>canal area, min (mm²)</th>"
-        f"<th>lesion</th><th>narrowing against its neighbours</th></tr>{body}</table>"
+        "<h2>Levels</h2>"
+        + (f"<p class=meta>{html.escape(note)}</p>" if note else "")
+        + "<table id=levels><tr><th>level</th><th>cord CSA, min (mm²)</th>"
+        "<th>cord AP, min (mm)</th><th>canal area, min (mm²)</th><th>lesion</th>"
+        f"<th>narrowing against its neighbours</th></tr>{body}</table>"
     )
-
-
-LESION_ROWS = (
-    ("bilsky_grade", "Bilsky grade", "", "{}"),
-    ("mscc_percent", "MSCC", "%", "{:.1f}"),
-    ("mcc_percent", "MCC", "%", "{:.1f}"),
-    ("cord_csa_ratio", "Cord CSA ratio", "", "{:.2f}"),
-    ("canal_compromise_percent", "Canal compromise", "%", "{:.1f}"),
-    ("mass_volume_ml", "Mass volume", "ml", "{:.2f}"),
-    ("mass_cord_min_distance_mm", "Gap to the cord", "mm", "{:.1f}"),
-    ("mass_sac_min_distance_mm", "Gap to the thecal sac", "mm", "{:.1f}"),
-    ("mass_circumferential_extent_deg", "Circumferential extent", "°", "{:.0f}"),
-    ("cord_prv_volume_ml", "Cord PRV over its levels", "ml", "{:.2f}"),
-    ("suv_max", "SUVmax", "", "{:.2f}"),
-    ("adc_mean", "ADC, mean", "10⁻⁶ mm²/s", "{:.0f}"),
-)
-
-GAP_FLAGS = {
-    "mass_cord_min_distance_mm": "gap_cord_under_3mm",
-    "mass_sac_min_distance_mm": "gap_sac_under_3mm",
-}
 
 
 def lesions_html(metrics: dict) -> str:
-    """One block per lesion: its levels, grade with the reason, and its main measures (gaps
-    under 3 mm marked, the goal of separation surgery before radiosurgery)."""
-    lesions = metrics.get("lesions")
-    if lesions is None:
+    """One block per lesion in its colour (:func:`~MESCCAnalyzerLib.presentation.lesion_blocks`:
+    its levels, grade with the reason, measures, gaps under 3 mm marked)."""
+    if metrics.get("lesions") is None:
         return ""
-    if not lesions:
-        return (
-            "<h2>Lesions</h2><p id=no-lesion>No epidural mass was segmented: no lesion, no "
-            "grade. The cord and the canal are measured level by level below.</p>"
+    blocks = lesion_blocks(metrics)
+    if not blocks:
+        return f"<h2>Lesions</h2><p id=no-lesion>{html.escape(NO_LESION_TEXT)}</p>"
+    parts = []
+    for b in blocks:
+        rows = "".join(
+            f"<tr><td>{html.escape(r['label'])}</td><td class=num>{html.escape(r['value'])}</td></tr>"
+            for r in b["rows"]
         )
-    blocks = []
-    for lesion in lesions:
-        rows = []
-        for key, name, unit, fmt in LESION_ROWS:
-            value = lesion.get(key)
-            if value is None:
-                continue
-            text = fmt.format(value)
-            if lesion.get(GAP_FLAGS.get(key, "")):
-                text += " (under 3 mm)"
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td class=num>{html.escape(text)}</td>"
-                f"<td>{html.escape(unit)}</td></tr>"
-            )
-        r, g, b = (int(255 * c) for c in lesion_colour(lesion["id"]))
-        where = ", ".join(lesion.get("levels") or []) or "–"
-        worst = "" if lesion["id"] != metrics.get("worst_lesion_id") else " · grades the study"
-        blocks.append(
-            f"<div class=lesion id=lesion-{lesion['id']}>"
-            f"<h3><span class=swatch style='background: rgb({r},{g},{b})'></span>"
-            f"Lesion {lesion['id']} · {html.escape(where)}{worst}</h3>"
-            f"<div class=reason>{html.escape(str(lesion.get('bilsky_reason', '')))}</div>"
-            f"<table>{''.join(rows)}</table></div>"
+        worst = " · grades the study" if b["id"] == metrics.get("worst_lesion_id") else ""
+        parts.append(
+            f"<div class=lesion id=lesion-{b['id']}>"
+            f"<h3><span class=swatch style='background: {b['color']}'></span>"
+            f"{html.escape(b['title'])}: Bilsky {html.escape(b['grade'])}{worst}</h3>"
+            f"<div class=reason>{html.escape(b['reason'])}</div><table>{rows}</table></div>"
         )
-    return "<h2>Lesions</h2>" + "".join(blocks)
+    return "<h2>Lesions</h2>" + "".join(parts)
 
 
 def build_report_html(inputs: ReportInputs) -> str:

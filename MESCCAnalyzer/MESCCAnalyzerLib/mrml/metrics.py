@@ -39,16 +39,15 @@ from ..measure.metrics import (
     compute_metrics,
 )
 from ..measure.surfaces import lps_to_ras_polydata
-from .levels import (
+from ..presentation import (
     LESION_FIELDS,
     LEVEL_COLUMNS,
     LEVEL_NUMBERS,
-    color_mass_by_lesion,
     lesion_color,
-    lesion_color_node,
     lesions_of,
     level_rows,
 )
+from .levels import color_mass_by_lesion, lesion_color_node
 from .nodes import image_from_volume_node
 from .registration import volume_on_grid
 from .segmentation import labels_from_segmentation_node
@@ -307,7 +306,7 @@ def _metrics_table(scene, m: dict, prefix: str):
 
 
 def levels_table(scene, metrics: dict, *, prefix: str = "MESCC"):
-    """The per-level table (:data:`.levels.LEVEL_COLUMNS`: numbers as doubles, NaN where a
+    """The per-level table (:data:`~MESCCAnalyzerLib.presentation.LEVEL_COLUMNS`: numbers as doubles, NaN where a
     level has none; the arc range last), one row per level, cranial first; its headers say
     the unit and hold the column's description."""
     rows, raw = level_rows(metrics), metrics.get("levels") or []
@@ -338,7 +337,7 @@ def levels_table(scene, metrics: dict, *, prefix: str = "MESCC"):
 
 def lesions_table(scene, metrics: dict, *, prefix: str = "MESCC"):
     """One row per lesion (cranial first): id, levels, grade, reason and
-    :data:`.levels.LESION_FIELDS` (the values of metrics.json, units in the column labels)."""
+    :data:`~MESCCAnalyzerLib.presentation.LESION_FIELDS` (the values of metrics.json, units in the column labels)."""
     lesions = lesions_of(metrics)
     keys = [k for k in LESION_FIELDS if any(k in lesion for lesion in lesions)]
     columns = [

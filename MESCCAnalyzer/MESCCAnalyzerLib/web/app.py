@@ -24,7 +24,11 @@ from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectPaint
 
 from ..errors import MESCCError
-from ..mrml.levels import (
+from ..mrml.registration import show_pet_overlay
+from ..mrml.scene import save_mrb
+from ..mrml.study import load_study_folder
+from ..mrml.workflow import Workflow
+from ..presentation import (
     NO_LESION_TEXT,
     lesion_blocks,
     lesion_color,
@@ -32,10 +36,6 @@ from ..mrml.levels import (
     level_rows,
     levels_note,
 )
-from ..mrml.registration import show_pet_overlay
-from ..mrml.scene import save_mrb
-from ..mrml.study import load_study_folder
-from ..mrml.workflow import Workflow
 from .access import MAX_FRAME_BYTES, client_error_text
 from .guard import ServerGuard
 from .teaching import STRUCTURE_NAMES, metric_rows

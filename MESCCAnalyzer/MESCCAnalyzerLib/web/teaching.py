@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..measure.definitions import STRUCTURE_NAMES, teaching_metrics
+from ..presentation import format_value
 
 
 @dataclass(frozen=True)
@@ -25,17 +26,6 @@ class MetricInfo:
 METRICS = tuple(
     MetricInfo(m.key, m.name, m.unit, m.structure, m.teaching) for m in teaching_metrics()
 )
-
-
-def format_value(value, unit: str) -> str:
-    """The value as the page shows it (4 significant digits, like Slicer's metrics table)."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    else:
-        text = str(value)
-    return f"{text} {unit}".strip()
 
 
 def metric_rows(metrics: dict) -> list[dict]:
