@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..export import (
-    DEFAULT_PRV_MM,
     DicomNode,
     build_exports,
     check_node,
@@ -18,7 +17,7 @@ from ..export import (
 from ..export.network import DEFAULT_AET
 from ..io.study import load_volume
 from ..outputs import check_output_dir, guard_outputs
-from .args import non_negative_float
+from .args import add_prv_argument
 
 HELP = "write an analysis as DICOM SEG, SR and RTSTRUCT (and send them to a DICOM node)"
 DESCRIPTION = (
@@ -35,13 +34,7 @@ def add_dicom_options(parser, *, out_required: bool) -> None:
     """The options ``mescc export`` and ``mescc analyze`` share."""
     if out_required:
         parser.add_argument("--out", required=True, help="output folder (written as a whole)")
-    parser.add_argument(
-        "--prv-mm",
-        type=non_negative_float,
-        default=DEFAULT_PRV_MM,
-        metavar="MM",
-        help=f"margin of the cord's planning risk volume (default {DEFAULT_PRV_MM:g} mm)",
-    )
+    add_prv_argument(parser)
     parser.add_argument(
         "--send",
         metavar="AET@HOST:PORT",

@@ -7,9 +7,8 @@ from pathlib import Path
 from ..errors import InputError, MESCCError
 from ..measure import metrics as metrics_lib
 from ..measure.levels import check_grid, parse_anchor
-from ..measure.margins import DEFAULT_PRV_MM
 from ..outputs import atomic_dir, check_output_dir, guard_outputs
-from .args import non_negative_float, positive_float
+from .args import add_prv_argument, positive_float
 from .level_args import add_level_arguments
 from .summary import metrics_lines
 
@@ -40,13 +39,7 @@ def add_arguments(parser) -> None:
         default=1.0,
         help="distance between cross-sections along the centreline (default 1 mm)",
     )
-    parser.add_argument(
-        "--prv-mm",
-        type=non_negative_float,
-        default=DEFAULT_PRV_MM,
-        metavar="MM",
-        help=f"margin of the cord's planning risk volume (default {DEFAULT_PRV_MM:g} mm)",
-    )
+    add_prv_argument(parser)
     add_level_arguments(parser)
 
 
