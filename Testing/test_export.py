@@ -390,3 +390,43 @@ def test_a_malformed_node_is_named_in_the_error(text):
 
 def test_a_node_with_an_ipv6_host_parses():
     assert DicomNode.parse("PACS@[::1]:4242") == DicomNode("PACS", "::1", 4242)
+
+
+# ---------------------------------------------------------------------------------------
+# Several lesions
+# ---------------------------------------------------------------------------------------
+def test_two_lesions_are_two_segments_and_two_sr_groups(the_grids, tmp_path):
+    """The analysed mass cut in two along the cord (a 3-slice gap): two lesions, each its own
+    SEG segment (voxel for voxel the lesion map's) and its own SR group with its grade."""
+    from MESCCAnalyzerLib.export import build_exports, check_sources, write_exports
+    from MESCCAnalyzerLib.measure.metrics import compute_metrics
+
+    mri, _, labels, _ = the_grids
+    arr = sitk.GetArrayFromImage(labels)
+    slices = np.flatnonzero((arr == LABEL_MASS).any(axis=(1, 2)))
+    middle = slices[len(slices) // 2]
+    arr[middle - 1 : middle + 2][arr[middle - 1 : middle + 2] == LABEL_MASS] = 0
+    cut = sitk.GetImageFromArray(arr)
+    cut.CopyInformation(labels)
+    result = compute_metrics(cut)
+    m = result.metrics
+    assert [lesion["id"] for lesion in m["lesions"]] == [1, 2]
+    exports = build_exports(check_sources(mri, None, None), cut, m, lesion_map=result.lesion_map)
+    write_exports(exports, tmp_path / "d")
+    for name in ("seg.dcm", "sr.dcm"):
+        assert "Error" not in dciodvfy(tmp_path / "d" / name)
+    seg = hd.seg.segread(tmp_path / "d" / "seg.dcm")
+    names = [str(d.SegmentLabel) for d in seg.SegmentSequence]
+    assert names == ["spinal_cord", "csf", "thecal sac", "lesion 1", "lesion 2", "vertebrae"]
+    uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in mri.files]
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[4, 5]
+    )
+    ids = sitk.GetArrayFromImage(result.lesion_map)
+    for i, lesion_id in enumerate((1, 2)):
+        assert np.array_equal(pixels[..., i] > 0, ids == lesion_id)
+    _, others = sr_items(pydicom.dcmread(tmp_path / "d" / "sr.dcm"))
+    for lesion in m["lesions"]:
+        group = f"lesion {lesion['id']}"
+        assert others[(group, "Bilsky ESCC grade")] == f"Bilsky grade {lesion['bilsky_grade']}"
+        assert others[(group, "Bilsky grade reason")] == lesion["bilsky_reason"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +65,19 @@ def one_after_the_other(studies, options, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+def commands_one_after_the_other(studies, out: Path) -> float:
+    """What a user does without ``mescc batch``: ``mescc analyze`` per study, in turn."""
+    mescc = str(Path(sys.executable).with_name("mescc"))
+    t0 = time.perf_counter()
+    for study in studies:
+        command = [mescc, "-q", "analyze", "--mri", str(study.mri), "--seeds", str(study.seeds)]
+        for name in ("t1", "ct", "pet"):
+            if getattr(study, name):
+                command += [f"--{name}", str(getattr(study, name))]
+        subprocess.run([*command, "--out", str(out / study.id), "--no-scene"], check=True)
+    return time.perf_counter() - t0
+
+
 def on_a_local_cluster(studies, options, out: Path, workers: int):
     t0 = time.perf_counter()
     cluster, client = start_local_cluster(workers, "auto")
@@ -93,6 +107,11 @@ def main() -> int:
 
         print(f"one after the other ... (load average {os.getloadavg()[0]:.1f})", flush=True)
         serial_s = one_after_the_other(studies, options, root / "serial")
+        print(
+            f"mescc analyze one after the other ... (load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+        commands_s = commands_one_after_the_other(studies, root / "commands")
         print(f"on {args.workers} workers ... (load average {os.getloadavg()[0]:.1f})", flush=True)
         parallel_s, table, limits = on_a_local_cluster(
             studies, options, root / "batch", args.workers
@@ -105,7 +124,11 @@ def main() -> int:
         print()
         print(f"| {n} studies, no scene | wall time (s) | per study (s) | speed-up |")
         print("|---|---|---|---|")
-        print(f"| one after the other | {serial_s:.1f} | {serial_s / n:.2f} | 1.00x |")
+        print(f"| one after the other, one process | {serial_s:.1f} | {serial_s / n:.2f} | 1.00x |")
+        print(
+            f"| `mescc analyze` one after the other | {commands_s:.1f} | {commands_s / n:.2f} "
+            f"| {serial_s / commands_s:.2f}x |"
+        )
         print(
             f"| mescc batch, {args.workers} workers | {parallel_s:.1f} | {parallel_s / n:.2f} "
             f"| {speedup:.2f}x |"
@@ -125,6 +148,8 @@ def main() -> int:
         print(
             f"\ngoal: >= {GOAL_SPEEDUP}x and every worker under its limit: "
             + ("met" if met else "NOT met")
+            + f" against one process ({speedup:.2f}x); against `mescc analyze` one after the "
+            f"other: {commands_s / parallel_s:.2f}x"
         )
         return 0 if met else 1
     finally:
