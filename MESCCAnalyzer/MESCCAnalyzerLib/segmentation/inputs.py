@@ -143,7 +143,8 @@ def seed_labels(seeds: sitk.Image) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _box_of_mask(mask_kji: np.ndarray) -> Box:
+def box_of_mask(mask_kji: np.ndarray) -> Box:
+    """The bounding box of the non-zero voxels of a (k, j, i) mask."""
     nz = [
         np.flatnonzero(mask_kji.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)
     ]
@@ -155,12 +156,20 @@ def _box_of_mask(mask_kji: np.ndarray) -> Box:
 def seed_box(seeds: sitk.Image, margin_mm: float) -> Box:
     """The seeds' bounding box grown by ``margin_mm`` on each side, clipped to the image."""
     arr = sitk.GetArrayViewFromImage(seeds)
-    box = _box_of_mask(arr != 0)
+    box = box_of_mask(arr != 0)
     margin = [int(np.ceil(margin_mm / s)) for s in seeds.GetSpacing()]
     size = seeds.GetSize()
     start = [max(0, b - m) for b, m in zip(box.start, margin, strict=True)]
     stop = [min(n, b + s + m) for b, s, m, n in zip(box.start, box.size, margin, size, strict=True)]
     return Box(tuple(start), tuple(e - s for s, e in zip(start, stop, strict=True)))
+
+
+def region_box(roi: sitk.Image | None, seeds: sitk.Image, margin_mm: float) -> Box:
+    """Where a grower works: the ROI's bounding box when there is one, else the seeds' box
+    grown by ``margin_mm`` (:func:`seed_box`)."""
+    if roi is not None:
+        return box_of_mask(sitk.GetArrayViewFromImage(roi) != 0)
+    return seed_box(seeds, margin_mm)
 
 
 def joint_smooth(lab: np.ndarray, sigma_mm: float, spacing) -> np.ndarray:

@@ -62,7 +62,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
-from .inputs import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, seed_box
+from .inputs import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, region_box
 
 # the 13 neighbour offsets (k, j, i) whose first non-zero component is positive; with their
 # opposites they are the 26 neighbours
@@ -509,15 +509,6 @@ def denoise(image: sitk.Image, iterations: int, conductance: float) -> np.ndarra
     return sitk.GetArrayFromImage(image)
 
 
-def _box_of(mask_kji: np.ndarray) -> Box:
-    lo, hi = [], []
-    for axis in range(3):
-        present = np.flatnonzero(mask_kji.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo.append(int(present[0]))
-        hi.append(int(present[-1]) + 1)
-    return Box(tuple(lo[::-1]), tuple(b - a for a, b in zip(lo[::-1], hi[::-1], strict=True)))
-
-
 class PathGrower:
     """Competitive shortest paths from seed labels with learnt costs (see the module docstring).
 
@@ -551,9 +542,7 @@ class PathGrower:
         self.feature_computations = 0  # how many times the channels were cropped and denoised
 
     def _region_for(self, seeds: sitk.Image) -> Box:
-        if self.roi is not None:
-            return _box_of(sitk.GetArrayViewFromImage(self.roi) != 0)
-        return seed_box(seeds, self.params.margin_mm)
+        return region_box(self.roi, seeds, self.params.margin_mm)
 
     def _crop(self, box: Box) -> None:
         if self._box is not None and self._box == box:

@@ -44,7 +44,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import CancelCallback, ProgressCallback, check, no_progress
-from .inputs import STRUCTURE_LABELS, Box, _box_of_mask, check_inputs, joint_smooth, seed_box
+from .inputs import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, region_box
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,7 @@ class WatershedGrower:
 
     # -- step 1 --------------------------------------------------------------------------
     def _region_for(self, seeds: sitk.Image) -> Box:
-        if self.roi is not None:
-            return _box_of_mask(sitk.GetArrayViewFromImage(self.roi) != 0)
-        return seed_box(seeds, self.params.margin_mm)
+        return region_box(self.roi, seeds, self.params.margin_mm)
 
     def _features(self, box: Box, progress: ProgressCallback, cancel) -> None:
         if self._box is not None and self._box.contains(box):
