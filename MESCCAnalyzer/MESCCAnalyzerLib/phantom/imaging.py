@@ -403,6 +403,29 @@ def pet_truth() -> dict:
     }
 
 
+def compression_truth(t: dict, grade: str) -> dict:
+    """The compression figures of one mass from :func:`compute_truth`'s result ``t``: at its
+    worst section against the reference (MSCC 0 for the grades that leave the cord alone)."""
+    ref, worst = t["reference"], t["worst"]
+    compressed = grade in ("2", "3")
+    return {
+        "mscc_percent": (1.0 - worst["cord_ap_mm"] / ref["cord_ap_mm"]) * 100.0
+        if compressed
+        else 0.0,
+        "cord_min_csa_mm2": t["cord_min_csa_mm2"],
+        "cord_csa_ratio": t["cord_min_csa_mm2"] / ref["cord_csa_mm2"],
+        "cord_ap_min_mm": worst["cord_ap_mm"],
+        "cord_transverse_at_worst_mm": worst["cord_transverse_mm"],
+        "sac_min_csa_mm2": worst["sac_csa_mm2"],
+        "sac_ap_min_mm": worst["sac_ap_mm"],
+        "mcc_percent": (1.0 - worst["sac_ap_mm"] / ref["sac_ap_mm"]) * 100.0,
+        "canal_compromise_percent": (1.0 - worst["sac_csa_mm2"] / ref["sac_csa_mm2"]) * 100.0,
+        "csf_area_at_worst_mm2": worst["sac_csa_mm2"] - worst["cord_csa_mm2"],
+        "cord_displacement_mm": abs(worst["cord_centroid_y_mm"] - ref["cord_centroid_y_mm"]),
+        "mass_cord_min_distance_mm": t["mass_cord_min_distance_mm"],
+    }
+
+
 def _truth_document(
     anatomy: PhantomAnatomy, pose: Pose, pose_params: dict, grade: str, seed: int
 ) -> dict:
@@ -410,7 +433,6 @@ def _truth_document(
     ref, worst = t["reference"], t["worst"]
     axis_dir = pose.rotation[:, 2]
     worst_lps = pose.mri_from_anatomy(np.array([0.0, worst["cord_centroid_y_mm"], worst["z_mm"]]))
-    compressed = grade in ("2", "3")
     return {
         "grade": grade,
         "seed": seed,
@@ -421,23 +443,10 @@ def _truth_document(
         },
         "mass_volume_ml": t["mass_volume_mm3"] / 1000.0,
         "cord_reference_csa_mm2": ref["cord_csa_mm2"],
-        "cord_min_csa_mm2": t["cord_min_csa_mm2"],
-        "cord_csa_ratio": t["cord_min_csa_mm2"] / ref["cord_csa_mm2"],
         "cord_ap_reference_mm": ref["cord_ap_mm"],
-        "cord_ap_min_mm": worst["cord_ap_mm"],
-        "cord_transverse_at_worst_mm": worst["cord_transverse_mm"],
-        "mscc_percent": (1.0 - worst["cord_ap_mm"] / ref["cord_ap_mm"]) * 100.0
-        if compressed
-        else 0.0,
         "sac_reference_csa_mm2": ref["sac_csa_mm2"],
-        "sac_min_csa_mm2": worst["sac_csa_mm2"],
         "sac_ap_reference_mm": ref["sac_ap_mm"],
-        "sac_ap_min_mm": worst["sac_ap_mm"],
-        "mcc_percent": (1.0 - worst["sac_ap_mm"] / ref["sac_ap_mm"]) * 100.0,
-        "canal_compromise_percent": (1.0 - worst["sac_csa_mm2"] / ref["sac_csa_mm2"]) * 100.0,
-        "csf_area_at_worst_mm2": worst["sac_csa_mm2"] - worst["cord_csa_mm2"],
-        "cord_displacement_mm": abs(worst["cord_centroid_y_mm"] - ref["cord_centroid_y_mm"]),
-        "mass_cord_min_distance_mm": t["mass_cord_min_distance_mm"],
+        **compression_truth(t, grade),
         "worst_section_z_mm": worst["z_mm"],
         "worst_section_lps_mm": list(map(float, worst_lps)),
         "cord_volume_mid40_ml": t["cord_volume_mid40_mm3"] / 1000.0,

@@ -57,6 +57,7 @@ from .files import write_study_files
 from .imaging import (
     Grid,
     Pose,
+    compression_truth,
     partial_volume_mean,
     pet_from_tissue,
     pet_truth,
@@ -815,8 +816,7 @@ def _canal_free_area_mm2(spine: SpineAnatomy, lesion: Lesion | None, z: float, s
 def _lesion_truth(spine: SpineAnatomy, lesion: Lesion, pose: Pose) -> dict:
     a = lesion.anatomy
     t = compute_truth(a)
-    ref, worst = t["reference"], t["worst"]
-    compressed = lesion.grade in ("2", "3")
+    worst = t["worst"]
     s_worst = lesion.centre_s_mm + worst["z_mm"]
     cl = spine.centreline
     worst_lps = pose.mri_from_anatomy(cl.to_body(0.0, worst["cord_centroid_y_mm"], s_worst))[0]
@@ -843,20 +843,7 @@ def _lesion_truth(spine: SpineAnatomy, lesion: Lesion, pose: Pose) -> dict:
         "semi_axes_mm": [a.mass_ax, a.mass_ay, a.mass_az],
         "centre_y_mm": a.mass_cy,
         "tip_y_mm": a.mass_tip_y,
-        "mscc_percent": (1.0 - worst["cord_ap_mm"] / ref["cord_ap_mm"]) * 100.0
-        if compressed
-        else 0.0,
-        "cord_min_csa_mm2": t["cord_min_csa_mm2"],
-        "cord_csa_ratio": t["cord_min_csa_mm2"] / ref["cord_csa_mm2"],
-        "cord_ap_min_mm": worst["cord_ap_mm"],
-        "cord_transverse_at_worst_mm": worst["cord_transverse_mm"],
-        "sac_min_csa_mm2": worst["sac_csa_mm2"],
-        "sac_ap_min_mm": worst["sac_ap_mm"],
-        "mcc_percent": (1.0 - worst["sac_ap_mm"] / ref["sac_ap_mm"]) * 100.0,
-        "canal_compromise_percent": (1.0 - worst["sac_csa_mm2"] / ref["sac_csa_mm2"]) * 100.0,
-        "csf_area_at_worst_mm2": worst["sac_csa_mm2"] - worst["cord_csa_mm2"],
-        "cord_displacement_mm": abs(worst["cord_centroid_y_mm"] - ref["cord_centroid_y_mm"]),
-        "mass_cord_min_distance_mm": t["mass_cord_min_distance_mm"],
+        **compression_truth(t, lesion.grade),
         "worst_section_s_mm": float(s_worst),
         "worst_section_lps_mm": list(map(float, worst_lps)),
     }
