@@ -41,15 +41,21 @@ Path cost of a step from voxel p (label L) to its neighbour q, ``h`` mm apart:
 contrast adds its (denoised) noise to the edges and nothing to the likelihood (its per-label
 densities overlap).
 
-Solver: Bellman-Ford relaxation in raster sweeps (forward and backward along each axis, the
-neighbours of the previous plane relaxed for the whole plane at once), repeated until no
-distance decreases; the fixed point is the exact competitive shortest-path labelling.
+Solver: Dijkstra's algorithm, compiled with numba, over the 26-neighbour voxel graph from all
+the seeds at once; a voxel takes the distance and label of the cheapest path that reaches it,
+each step priced for the label of the voxel it leaves (FastGrowCut's principle). The step
+costs are computed as the steps are relaxed, from the channels; nothing per edge is stored.
 
 Updates: a second :meth:`PathGrower.grow` with strokes only added keeps the model and the
-previous distances (valid upper bounds), sets the new strokes to 0 and relaxes a box around
-them, enlarged while a label on its faces still changes (``exact_updates``: while a distance
-still decreases, and then the result equals a full re-solve with the same model). Removed or relabelled strokes, or a new label, re-learn the
-model and re-solve everything.
+previous distances and runs Dijkstra from the new strokes only, on the previous solution:
+only the voxels the new strokes win (or whose paths they re-price) are touched, and the
+result equals a full re-solve with the same model. Removed or relabelled strokes, or a new
+label, re-learn the model and re-solve everything.
+
+Compilation: the kernels are compiled on the first solve in a process (a few seconds) and
+cached on disk by numba beside this file (``__pycache__``), else in the user's cache
+directory (``NUMBA_CACHE_DIR`` to choose); where neither is writable they are compiled again
+in each process, and nothing fails.
 """
 
 from __future__ import annotations
@@ -57,11 +63,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..progress import CancelCallback, ProgressCallback, check, no_progress
+from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from .inputs import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, region_box
 
 # the 13 neighbour offsets (k, j, i) whose first non-zero component is positive; with their
@@ -97,18 +104,10 @@ class PathParameters:
     learn_sharpness : scale each channel's edges by its sharpness ``r_c`` (else 1).
     scale_from : ``"seeds"`` (noise and within-label spread) or ``"noise"`` (voxel noise only:
         the plain competition of the issue).
-    update_margin_mm : an update first relaxes the new strokes' box grown by this much.
-    max_cycles : at most this many sweep cycles (6 sweeps each) per solve.
     denoise_iterations : iterations of edge-preserving (gradient anisotropic) diffusion of
         each channel before anything is learnt or solved (0: the raw images).
     denoise_conductance : its conductance, in units of the channel's own mean gradient
         magnitude (ITK's convention), so no intensity unit enters.
-    exact_updates : an update enlarges its box while a *distance* changes on its faces (the
-        result equals a full solve with the same model); by default while a *label* changes
-        there, at most ``update_doublings`` times: a stroke inside a long structure (the
-        cord) lowers distances all along it and flips a few boundary voxels far away; the
-        edit stays local (the voxels outside keep their labels and distances that are upper
-        bounds, so later updates stay close to a full solve).
     unlike_structures_is_other : a voxel unlike every structure's strokes (further than
         ``outlier_levels``) is not unlikely for the "other" labels (see :func:`unlikeliness`).
     """
@@ -125,12 +124,8 @@ class PathParameters:
     weight_power: float = 0.5
     learn_sharpness: bool = True
     scale_from: str = "seeds"
-    update_margin_mm: float = 6.0
-    max_cycles: int = 40
     denoise_iterations: int = 10
     unlike_structures_is_other: bool = True
-    exact_updates: bool = False
-    update_doublings: int = 1
     denoise_conductance: float = 1.0
 
     @classmethod
@@ -321,166 +316,332 @@ def unlikeliness(z: np.ndarray, model: CostModel, params: PathParameters) -> np.
 # --------------------------------------------------------------------------------------------
 
 
-class _Graph:
-    """Edge and node costs of a box, padded by one voxel of +inf, and the sweeps over it.
+def _jit(func):
+    """``numba.njit`` without the GIL, its machine code cached on disk. Where no cache
+    directory is writable numba refuses ``cache=True`` as the function is defined: then it
+    is compiled once per process instead (nothing global is set)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        return numba.njit(nogil=True)(func)
 
-    ``node`` (L, k, j, i): cost per mm of entering a voxel with each label; ``discount``
-    (L, k, j, i) or None: factor of the edge cost of entering a voxel with each label.
+
+_CHUNK = 1 << 17  # voxels settled per kernel call: ``cancel`` is asked between calls
+_MAX_ROUNDS = 64  # an update still re-pricing paths after this many rounds re-solves instead
+
+
+@_jit
+def _step(dp, lp, pu, qu, n, costs, lengths):
+    """Distance at q (flat index ``qu`` in the box) through p (``pu``; distance ``dp``, label
+    ``lp``), neighbour ``n`` of p: float32, in the former numpy sweeps' order of operations."""
+    zs, node, discount, use_discount, floor, length_cost = costs
+    e2 = np.float32(0.0)
+    for c in range(zs.shape[0]):
+        d = zs[c, qu] - zs[c, pu]
+        e2 += d * d
+    if floor != 0:
+        e2 = max(e2 - floor, np.float32(0.0))
+    w = np.sqrt(e2)
+    g = node[lp, qu] + length_cost
+    g *= lengths[n]
+    if use_discount:
+        g += w * discount[lp, qu]
+    else:
+        g += w
+    return g + dp
+
+
+@_jit
+def _in_box(p, dims):
+    """Flat index in the (k, j, i) box of the flat index ``p`` in the padded box."""
+    plane, row, rows, cols = dims
+    k = p // plane
+    r = p - k * plane
+    j = r // row
+    return ((k - 1) * rows + (j - 1)) * cols + (r - j * row - 1)
+
+
+# The heap: a 4-ary min-heap of int64 items ``distance bits << 32 | voxel`` (a non-negative
+# float32 orders as its bits), and each voxel's slot in it (-1: not in it) to lower its key.
+# Equal distances pop in the order of the voxels' flat indices.
+_LOW32 = 0xFFFFFFFF
+
+
+@_jit
+def _push(heap, size, v, dist):
+    """Insert voxel ``v`` at its distance (``dist``: the distances, viewed as int32 bits), or
+    move it up to it. Returns the heap's size."""
+    items, slot = heap
+    item = (np.int64(dist[v]) << 32) | v
+    i = slot[v]
+    if i < 0:
+        i = size
+        size += 1
+    while i > 0:
+        parent = (i - 1) >> 2
+        if items[parent] <= item:
+            break
+        items[i] = items[parent]
+        slot[items[i] & _LOW32] = i
+        i = parent
+    items[i] = item
+    slot[v] = i
+    return size
+
+
+@_jit
+def _pop(heap, size):
+    """Remove the voxel of least distance. Returns it and the heap's size."""
+    items, slot = heap
+    v = items[0] & _LOW32
+    slot[v] = -1
+    size -= 1
+    if size > 0:
+        item = items[size]
+        i = 0
+        while True:
+            first = 4 * i + 1
+            if first >= size:
+                break
+            c = first
+            for other in range(first + 1, min(first + 4, size)):
+                if items[other] < items[c]:
+                    c = other
+            if items[c] >= item:
+                break
+            items[i] = items[c]
+            slot[items[i] & _LOW32] = i
+            i = c
+        items[i] = item
+        slot[item & _LOW32] = i
+    return v, size
+
+
+@_jit
+def _push_all(dist, voxels, heap, size):
+    """Push ``voxels`` (flat indices) at their distances. Returns the heap's size."""
+    bits = dist.view(np.int32)
+    for v in voxels:
+        size = _push(heap, size, v, bits)
+    return size
+
+
+@_jit
+def _settle(dist, lab, state, costs, geometry, heap, size, max_pops):
+    """Dijkstra: settle at most ``max_pops`` voxels; a neighbour not yet settled takes the path
+    (distance and label) through the settled voxel if it is strictly shorter. ``state``: 0
+    outside the region, 1 open, 2 settled (set here). Returns the heap's size and the voxels
+    settled."""
+    offsets, offsets_box, lengths, dims = geometry
+    bits = dist.view(np.int32)
+    pops = 0
+    while size > 0 and pops < max_pops:
+        p, size = _pop(heap, size)
+        pops += 1
+        state[p] = 2
+        dp = dist[p]
+        lp = lab[p]
+        pu = _in_box(p, dims)
+        for n in range(offsets.size):
+            q = p + offsets[n]
+            if state[q] != 1:
+                continue
+            g = _step(dp, lp, pu, pu + offsets_box[n], n, costs, lengths)
+            if g < dist[q]:
+                dist[q] = g
+                lab[q] = lp
+                size = _push(heap, size, q, bits)
+    return size, pops
+
+
+@_jit
+def _append(stack, top, v):
+    if top == stack.size:
+        stack = np.concatenate((stack, np.empty_like(stack)))
+    stack[top] = v
+    return stack, top + 1
+
+
+@_jit
+def _reprice(dist, lab, start_dist, start_lab, inside, costs, geometry, heap, size):
+    """After a round of an update: a voxel whose label the round changed changes the price
+    of every path that ran through it (its steps cost by the label). Reset to +inf the voxels
+    whose distance at the round's start came through such a voxel (transitively, and unless
+    the round gave them a shorter path), and push their neighbours that keep a path: the next
+    round grows those paths back into them. Returns the heap's size and the voxels reset."""
+    offsets, offsets_box, lengths, dims = geometry
+    inf = np.float32(np.inf)
+    todo = np.empty(1024, dtype=np.int64)
+    top = 0
+    for v in range(dist.size):
+        relabelled = inside[v] != 0 and lab[v] != start_lab[v]
+        if relabelled and dist[v] < start_dist[v] and start_dist[v] < inf:
+            todo, top = _append(todo, top, v)
+    reset = np.empty(1024, dtype=np.int64)
+    n_reset = 0
+    while top > 0:
+        top -= 1
+        p = todo[top]
+        dp = start_dist[p]
+        lp = start_lab[p]
+        pu = _in_box(p, dims)
+        for n in range(offsets.size):
+            q = p + offsets[n]
+            dq = dist[q]
+            # q's path ran through p: the round left q alone (its start distance, finite,
+            # not a seed), same label, and its distance is p's step to the bit
+            if inside[q] == 0 or dq != start_dist[q] or not (0 < dq < inf):
+                continue
+            if (
+                start_lab[q] != lp
+                or _step(dp, lp, pu, pu + offsets_box[n], n, costs, lengths) != dq
+            ):
+                continue
+            dist[q] = inf
+            todo, top = _append(todo, top, q)
+            reset, n_reset = _append(reset, n_reset, q)
+    bits = dist.view(np.int32)
+    for r in range(n_reset):
+        q = reset[r]
+        for n in range(offsets.size):
+            p = q + offsets[n]
+            if inside[p] != 0 and dist[p] < inf:
+                size = _push(heap, size, p, bits)
+    return size, n_reset
+
+
+class _NotConverged(Exception):
+    """An update still re-prices paths after ``_MAX_ROUNDS`` rounds."""
+
+
+class _Graph:
+    """The voxel graph of a box (26 neighbours), its step costs, and Dijkstra over it.
+
+    ``zs`` (C, k, j, i): the channels in noise levels times their sharpness; ``node``
+    (L, k, j, i): cost per mm of entering a voxel with each label; ``discount`` (L, k, j, i)
+    or None: factor of the edge cost of entering a voxel with each label; ``inside``
+    (k, j, i) bool or None (all): the voxels a path may enter. The step from p (label L) to
+    its neighbour q, ``h`` mm apart, costs (float32, computed when relaxed, nothing stored)::
+
+        h * (node[L, q] + length_cost) + discount[L, q] * sqrt(max(0, |zs(q) - zs(p)|^2 - floor))
+
+    Distances (float32) and labels (int32, indices into the labels) are (k + 2, j + 2, i + 2)
+    arrays: the border is outside the region, so a neighbour index never leaves the array.
     """
 
     def __init__(
         self,
-        z: np.ndarray,
+        zs: np.ndarray,
         node: np.ndarray,
         discount: np.ndarray | None,
+        inside: np.ndarray | None,
         spacing_kji: np.ndarray,
-        sharpness: np.ndarray,
         floor: float,
         length_cost: float,
     ):
-        self.shape = z.shape[1:]
-        padded = tuple(n + 2 for n in self.shape)
+        self.shape = tuple(zs.shape[1:])
         k, j, i = self.shape
-        inner = (slice(1, k + 1), slice(1, j + 1), slice(1, i + 1))
-        self.edges: dict[tuple[int, int, int], np.ndarray] = {}
-        zs = (z * sharpness.astype(np.float32)[:, None, None, None]).astype(np.float32)
-        for d in _CANONICAL:
-            dk, dj, di = d
-            a = (
-                slice(0, k - dk),
-                slice(max(0, -dj), j - max(0, dj)),
-                slice(max(0, -di), i - max(0, di)),
+        self.padded = (k + 2, j + 2, i + 2)
+        if np.prod(self.padded, dtype=np.float64) >= 2**31:  # the heap holds int32 slots
+            raise InputError(
+                f"the region to segment is too large ({k} x {j} x {i} voxels): draw a region "
+                "of interest around the spine"
             )
-            b = (slice(dk, k), slice(max(0, dj), j + min(0, dj)), slice(max(0, di), i + min(0, di)))
-            e2 = np.zeros(zs[0][a].shape, dtype=np.float32)
-            for ch in range(zs.shape[0]):
-                e2 += (zs[ch][b] - zs[ch][a]) ** 2
-            if floor:
-                e2 -= np.float32(floor)
-                np.maximum(e2, 0.0, out=e2)
-            cost = np.full(padded, np.inf, dtype=np.float32)
-            cost[tuple(slice(s.start + 1, s.stop + 1) for s in a)] = np.sqrt(e2)
-            self.edges[d] = cost
-        # per voxel, the labels' costs side by side: a voxel's cost for the label of its
-        # predecessor is one flat ``take`` at ``voxel * L + label``
-        self.n_labels = node.shape[0]
-        self.padded = padded
-        full_node = np.full((*padded, self.n_labels), np.inf, dtype=np.float32)
-        full_node[inner] = np.moveaxis(node, 0, -1)
-        self.node = full_node.ravel()
-        self.discount = None
-        if discount is not None:
-            full_discount = np.ones((*padded, self.n_labels), dtype=np.float32)
-            full_discount[inner] = np.moveaxis(discount, 0, -1)
-            self.discount = full_discount.ravel()
-        self.length_mm = {d: float(np.linalg.norm(np.asarray(d) * spacing_kji)) for d in _CANONICAL}
-        self.length_cost = float(length_cost)
+        self.inside = np.zeros(self.padded, dtype=np.uint8)
+        self.inside[1:-1, 1:-1, 1:-1] = 1 if inside is None else inside
+        self.n_inside = int(np.count_nonzero(self.inside))
+        flat = (np.ascontiguousarray(a, dtype=np.float32).reshape(len(a), -1) for a in (zs, node))
+        if discount is None:
+            discount_flat = np.ones((1, 1), dtype=np.float32)  # unused, for one compiled kernel
+        else:
+            discount_flat = np.ascontiguousarray(discount, dtype=np.float32).reshape(
+                len(discount), -1
+            )
+        self.costs = (
+            *flat,
+            discount_flat,
+            discount is not None,
+            np.float32(floor),
+            np.float32(length_cost),
+        )
+        steps = np.array([s for s in np.ndindex(3, 3, 3) if s != (1, 1, 1)], dtype=np.int64) - 1
+        self.geometry = (
+            steps @ np.array([(j + 2) * (i + 2), i + 2, 1], dtype=np.int64),  # padded offsets
+            steps @ np.array([j * i, i, 1], dtype=np.int64),  # the same in the box
+            np.array([np.linalg.norm(s * spacing_kji) for s in steps], dtype=np.float32),  # mm
+            ((j + 2) * (i + 2), i + 2, j, i),
+        )
+
+    def seeded(
+        self, seeds: np.ndarray, labels: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The start of a full solve: padded distances (+inf, 0 at the seeds), labels (the
+        seeds' indices in ``labels``) and the seeds' flat indices, from ``seeds`` (k, j, i)."""
+        dist = np.full(self.padded, np.inf, dtype=np.float32)
+        lab = np.zeros(self.padded, dtype=np.int32)
+        seeded = seeds != 0
+        dist[1:-1, 1:-1, 1:-1][seeded] = 0.0
+        lab[1:-1, 1:-1, 1:-1][seeded] = np.searchsorted(np.asarray(labels), seeds[seeded])
+        sources = np.ravel_multi_index(tuple(v + 1 for v in np.nonzero(seeded)), self.padded)
+        return dist, lab, sources
 
     def solve(
         self,
         dist: np.ndarray,
         lab: np.ndarray,
-        lo: Sequence[int],
-        hi: Sequence[int],
-        max_cycles: int,
+        sources: np.ndarray,
+        *,
+        before: tuple[np.ndarray, np.ndarray] | None = None,
         cancel: CancelCallback | None = None,
-    ) -> int:
-        """Relax ``dist``/``lab`` (padded) inside ``[lo, hi)`` (unpadded k, j, i) until no
-        distance decreases; voxels outside keep their values. Returns the cycles run.
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, int]:
+        """Dijkstra from ``sources`` (flat indices into the padded ``dist``/``lab``, which
+        already hold their distance and label), in place; any other voxel changes only for a
+        strictly shorter path.
 
-        A plane is relaxed from the plane before it only if that plane changed since the
-        same sweep last ran (``stamps``: per axis, the time of each plane's last change).
+        A full solve: ``dist`` +inf but 0 at the seeds, ``sources`` the seeds. An update:
+        ``dist``/``lab`` the previous solution with the added seeds set, ``sources`` the
+        added seeds, ``before`` the previous solution. Where an added seed's paths take a
+        voxel from another label, the paths that ran through that voxel were priced for the
+        old label: they are reset and grown back from their neighbours, in rounds until no
+        label changes (:func:`_reprice`); the result is that of a full solve. Ties: voxels at
+        equal distances are settled in the order of their flat indices, and a voxel keeps
+        the first path that reached it against a later one of exactly the same distance.
+
+        Returns the voxels settled (over all rounds) and the rounds run.
         """
-        stamps = [np.zeros(n + 2, dtype=np.int64) for n in dist.shape]
-        clock = [1]
-        last_run = {}
-        for cycle in range(1, max_cycles + 1):
+        progress = progress or no_progress
+        if not (dist.flags.c_contiguous and lab.flags.c_contiguous):
+            raise ValueError("dist and lab must be C-contiguous")
+        if dist.dtype != np.float32 or lab.dtype != np.int32 or dist.shape != self.padded:
+            raise ValueError(f"dist float32 and lab int32 of shape {self.padded} expected")
+        flat_dist, flat_lab, inside = dist.reshape(-1), lab.reshape(-1), self.inside.reshape(-1)
+        heap = (np.empty(flat_dist.size, dtype=np.int64), np.full(flat_dist.size, -1, np.int32))
+        size = _push_all(flat_dist, np.asarray(sources, dtype=np.int64), heap, 0)
+        start = None if before is None else (before[0].reshape(-1), before[1].reshape(-1))
+        settled, rounds = 0, 0
+        while True:
+            rounds += 1
+            state = inside.copy()
+            while size > 0:
+                check(cancel)
+                size, pops = _settle(
+                    flat_dist, flat_lab, state, self.costs, self.geometry, heap, size, _CHUNK
+                )
+                settled += pops
+                if start is None:
+                    progress(min(settled / max(self.n_inside, 1), 1.0), "competing paths")
+            if start is None:
+                return settled, rounds
             check(cancel)
-            changed = False
-            for axis in range(3):
-                for sign in (1, -1):
-                    since = last_run.get((axis, sign), -1)
-                    last_run[(axis, sign)] = clock[0]
-                    clock[0] += 1
-                    changed |= self._sweep(dist, lab, lo, hi, axis, sign, stamps, since, clock)
-            if not changed:
-                return cycle
-        return max_cycles
-
-    def _sweep(self, dist, lab, lo, hi, axis: int, sign: int, stamps, since, clock) -> bool:
-        """One sweep along ``axis``: each plane relaxes from the neighbours in the plane
-        before it (9 along k, 3 along j within a k plane, 1 along i within a row)."""
-        others = [a for a in range(3) if a != axis]
-        offsets = []
-        for o1 in (-1, 0, 1):
-            for o2 in (-1, 0, 1):
-                e = [0, 0, 0]
-                e[axis] = -sign
-                e[others[0]] = o1
-                e[others[1]] = o2
-                if axis >= 1 and e[0] != 0:
-                    continue  # offsets leaving the k plane are the k sweeps' business
-                if axis == 2 and e[1] != 0:
-                    continue
-                offsets.append(tuple(e))
-        dv = np.moveaxis(dist, axis, 0)
-        lv = np.moveaxis(lab, axis, 0)
-        a1, a2 = others
-        q1 = slice(lo[a1] + 1, hi[a1] + 1)
-        q2 = slice(lo[a2] + 1, hi[a2] + 1)
-        strides = np.array([self.padded[1] * self.padded[2], self.padded[2], 1]) * self.n_labels
-        base = (
-            np.arange(q1.start, q1.stop)[:, None] * strides[a1]
-            + np.arange(q2.start, q2.stop)[None, :] * strides[a2]
-        )
-        node, discount = self.node, self.discount
-        plans = []
-        for e in offsets:
-            canonical = e > (0, 0, 0)
-            cost = self.edges[e if canonical else tuple(-v for v in e)]
-            length = self.length_mm[e if canonical else tuple(-v for v in e)]
-            p1 = slice(q1.start + e[a1], q1.stop + e[a1])
-            p2 = slice(q2.start + e[a2], q2.stop + e[a2])
-            plans.append((np.moveaxis(cost, axis, 0), canonical, p1, p2, np.float32(length)))
-        length_cost = np.float32(self.length_cost)
-        planes = range(lo[axis] + 1, hi[axis] + 1)
-        if sign < 0:
-            planes = reversed(planes)
-        stamp, stamp1, stamp2 = stamps[axis], stamps[a1], stamps[a2]
-        changed = False
-        for p in planes:
-            pred = p - sign
-            if stamp[pred] < since:
-                continue  # nothing new in the plane before: no relaxation can improve
-            dq = dv[p, q1, q2]
-            lq = lv[p, q1, q2]
-            plane_base = base + p * strides[axis]
-            plane_changed = None
-            for cost, canonical, p1, p2, length in plans:
-                dp = dv[pred, p1, p2]
-                lp = lv[pred, p1, p2]
-                w = cost[p, q1, q2] if canonical else cost[pred, p1, p2]
-                index = plane_base + lp
-                g = node.take(index)
-                g += length_cost
-                g *= length
-                if discount is not None:
-                    g += w * discount.take(index)
-                else:
-                    g += w
-                g += dp
-                better = g < dq
-                if better.any():
-                    np.copyto(dq, g, where=better)
-                    np.copyto(lq, lp, where=better)
-                    plane_changed = better if plane_changed is None else plane_changed | better
-            if plane_changed is not None:
-                changed = True
-                now = clock[0]
-                stamp[p] = now
-                stamp1[q1.start + np.flatnonzero(plane_changed.any(axis=1))] = now
-                stamp2[q2.start + np.flatnonzero(plane_changed.any(axis=0))] = now
-        return changed
+            size, n_reset = _reprice(
+                flat_dist, flat_lab, *start, inside, self.costs, self.geometry, heap, size
+            )
+            if n_reset == 0:
+                return settled, rounds
+            if rounds >= _MAX_ROUNDS:
+                raise _NotConverged()
+            start = (flat_dist.copy(), flat_lab.copy())
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,8 +697,8 @@ class PathGrower:
         self._inside: np.ndarray | None = None
         self._graph: _Graph | None = None
         self._state: dict | None = None
-        self.last_update_voxels = 0
-        self.last_cycles = 0
+        self.last_update_voxels = 0  # voxels settled by the last grow() (all rounds)
+        self.last_update_rounds = 0  # rounds of the last update (see _Graph.solve)
         self.full_solves = 0
         self.feature_computations = 0  # how many times the channels were cropped and denoised
 
@@ -645,83 +806,46 @@ class PathGrower:
             node *= np.float32(params.likelihood_weight)
         else:
             node = np.zeros((len(labels), *shape), dtype=np.float32)
-        if self._inside is not None:
-            node[:, ~self._inside] = np.inf
+        z *= model.sharpness.astype(np.float32)[:, None, None, None]  # the edges' channels
         floor = params.noise_floor * float(
             np.sum(2.0 * (model.sharpness * model.noise / model.scale) ** 2)
         )
         spacing_kji = np.asarray(self.images[0].GetSpacing())[::-1]
         self._graph = _Graph(
-            z, node, discount, spacing_kji, model.sharpness, floor, params.length_cost_per_mm
+            z, node, discount, self._inside, spacing_kji, floor, params.length_cost_per_mm
         )
         check(cancel)
         progress(0.3, "competing paths")
-        padded = tuple(n + 2 for n in shape)
-        dist = np.full(padded, np.inf, dtype=np.float32)
-        lab = np.zeros(padded, dtype=np.intp)
-        core = (slice(1, -1),) * 3
-        seeded = seeds_box != 0
-        dist[core][seeded] = 0.0
-        index = np.searchsorted(np.asarray(labels), seeds_box[seeded])
-        lab[core][seeded] = index
-        self.last_cycles = self._graph.solve(dist, lab, (0, 0, 0), shape, params.max_cycles, cancel)
-        self.last_update_voxels = int(np.prod(shape))
+        dist, lab, sources = self._graph.seeded(seeds_box, labels)
+        self.last_update_voxels, _ = self._graph.solve(
+            dist,
+            lab,
+            sources,
+            cancel=cancel,
+            progress=sub_progress(progress, 0.3, 0.9),
+        )
+        self.last_update_rounds = 0
         self.full_solves += 1
         return dist, lab
 
     def _update(self, seeds_box, state, cancel):
-        """Relax around the added strokes, enlarging the box while a label (with
-        ``exact_updates``: a distance) still changes on its faces."""
-        dist = state["dist"].copy()
-        lab = state["lab"].copy()
+        """Dijkstra from the added strokes on the previous solution (see :meth:`_Graph.solve`);
+        the result is that of a full solve with the same model."""
         added = (seeds_box != 0) & (state["seeds"] == 0)
         if not added.any():
             self.last_update_voxels = 0
-            return dist, lab
-        core = (slice(1, -1),) * 3
+            return state["dist"], state["lab"]
+        dist, lab = state["dist"].copy(), state["lab"].copy()
         index = np.searchsorted(np.asarray(state["labels"]), seeds_box[added])
-        dist[core][added] = 0.0
-        lab[core][added] = index
-        shape = np.array(seeds_box.shape)
-        nz = np.nonzero(added)
-        lo0 = np.array([v.min() for v in nz])
-        hi0 = np.array([v.max() + 1 for v in nz])
-        spacing_kji = np.asarray(self.images[0].GetSpacing())[::-1]
-        margin = np.ceil(self.params.update_margin_mm / spacing_kji).astype(int)
-        cycles = 0
-        doublings = 0
-        while True:
-            lo = np.maximum(lo0 - margin, 0)
-            hi = np.minimum(hi0 + margin, shape)
-            sub = tuple(slice(int(a) + 1, int(b) + 1) for a, b in zip(lo, hi, strict=True))
-            before = dist[sub].copy()
-            cycles += self._graph.solve(dist, lab, lo, hi, self.params.max_cycles, cancel)
-            if self.params.exact_updates:
-                changed = dist[sub] < before
-            else:
-                changed = lab[sub] != state["lab"][sub]
-            whole = np.all(lo == 0) and np.all(hi == shape)
-            if whole or not _touches_faces(changed, lo, hi, shape):
-                break
-            if not self.params.exact_updates and doublings >= self.params.update_doublings:
-                break  # a local edit: beyond this box the previous labels stand
-            margin = margin * 2
-            doublings += 1
-        self.last_update_voxels = int(np.prod(hi - lo))
-        self.last_cycles = cycles
+        dist[1:-1, 1:-1, 1:-1][added] = 0.0
+        lab[1:-1, 1:-1, 1:-1][added] = index
+        sources = np.ravel_multi_index(tuple(v + 1 for v in np.nonzero(added)), dist.shape)
+        try:
+            self.last_update_voxels, self.last_update_rounds = self._graph.solve(
+                dist, lab, sources, before=(state["dist"], state["lab"]), cancel=cancel
+            )
+        except _NotConverged:  # never seen; the full solve is exact
+            dist, lab, sources = self._graph.seeded(seeds_box, state["labels"])
+            self.last_update_voxels, _ = self._graph.solve(dist, lab, sources, cancel=cancel)
+            self.last_update_rounds = _MAX_ROUNDS + 1
         return dist, lab
-
-
-def _touches_faces(changed: np.ndarray, lo, hi, shape) -> bool:
-    """Whether a voxel changed on a face of the box that is not the region's border."""
-    for axis in range(3):
-        index = [slice(None)] * 3
-        if lo[axis] > 0:
-            index[axis] = 0
-            if changed[tuple(index)].any():
-                return True
-        if hi[axis] < shape[axis]:
-            index[axis] = -1
-            if changed[tuple(index)].any():
-                return True
-    return False
