@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MESCCAnalyzerLib.errors import Cancelled
+from MESCCAnalyzerLib.errors import Cancelled, InputError
 from MESCCAnalyzerLib.phantom.anatomy import CORD, CSF, DISC, FAT, MARROW, MASS
 from MESCCAnalyzerLib.phantom.variation import (
+    PET_VOXEL_MM,
     battery,
     majority_labels,
     make_case,
@@ -28,7 +29,13 @@ from MESCCAnalyzerLib.phantom.variation import (
     tissue_levels,
 )
 from MESCCAnalyzerLib.segmentation.grow import dice
-from MESCCAnalyzerLib.segmentation.paths import PathGrower, PathParameters, _Graph, learn_model
+from MESCCAnalyzerLib.segmentation.paths import (
+    PathGrower,
+    PathParameters,
+    _Graph,
+    learn_model,
+    value_ranges,
+)
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, axial_axis_kji, strokes_from_labels
 
 # four varied cases of the 30-case battery: grade 2 round (1 mm slices), grade 3 (cord
@@ -58,7 +65,10 @@ def results(cases):
             ("T2+T1", [study.t2, study.t1]),
             ("T2+PET", [study.t2, study.pet_suv]),
         ):
-            result = sitk.GetArrayFromImage(PathGrower(channels).grow(seeds))
+            # the PET is resampled from 4 mm voxels: the grower is told so (as the pipeline does)
+            resolution = [PET_VOXEL_MM if c is study.pet_suv else 0.0 for c in channels]
+            grower = PathGrower(channels, resolution_mm=resolution)
+            result = sitk.GetArrayFromImage(grower.grow(seeds))
             row = {v: dice(result == v, truth == v) for v in (1, 2, 3)}
             row["volume"] = (result == 3).sum() / (truth == 3).sum() - 1.0
             out[variation.name, name] = row
@@ -382,8 +392,8 @@ def test_the_solver_runs_where_no_numba_cache_is_writable():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16 goal not reached: the PET lowers the CSF Dice by 0.088 on the 4 mm "
-    "circumferential case 06 (0.899 -> 0.811) and by 0.025 on case 07 (0.923 -> 0.898)",
+    reason="issue 16 goal not reached: the PET lowers the CSF Dice by 0.061 on the 4 mm "
+    "circumferential case 06 (0.899 -> 0.838)",
 )
 def test_goal_adding_a_channel_never_hurts(cases, results):
     # the goal's own tolerance: 0.01 Dice
@@ -396,8 +406,8 @@ def test_goal_adding_a_channel_never_hurts(cases, results):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16 goal not reached: mass Dice 0.849 (T1) / 0.876 (PET) and CSF 0.811 "
-    "(PET) on the 4 mm circumferential case 06, mass 0.881 (PET) on case 07, cord 0.938 (PET) "
+    reason="issue 16 goal not reached: mass Dice 0.849 (T1) / 0.873 (PET) and CSF 0.838 "
+    "(PET) on the 4 mm circumferential case 06, cord 0.927 (PET) "
     "on grade-3 case 03 (4 mm slabs: the disc next to the mass, partial-volumed with the "
     "endplate, looks like mass)",
 )
@@ -421,8 +431,8 @@ def test_goal_with_t2_alone(cases, results):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16 goal not reached: mass volume +17.6 % (T2+T1, case 06) and -14.8 % "
-    "(T2+PET, case 07) on the 4 mm cases; within 5 % on cases 02 and 03",
+    reason="issue 16 goal not reached: mass volume +17.6 % (T2+T1) and +6.7 % "
+    "(T2+PET) on the 4 mm case 06; within 5 % on cases 02, 03 and 07",
 )
 def test_goal_mass_volume_within_five_percent(cases, results):
     for variation, _, _ in cases:
@@ -517,3 +527,58 @@ def test_goal_real_thecal_sac_on_the_tptbox_t2(shared_data):
     guide[mask == 60] = 1  # spinal cord
     result = _three_slice_result(image, guide, (1, 2))
     assert dice(np.isin(result, (1, 2)), np.isin(guide, (1, 2))) >= 0.85
+
+
+# ---- a channel of coarse resolution (the PET) ------------------------------------------------
+
+
+def test_value_ranges_are_the_extremes_within_the_radius():
+    rng = np.random.default_rng(4)
+    channel = rng.normal(size=(7, 9, 11)).astype(np.float32)
+    spacing_kji = np.array([2.0, 1.0, 1.0])
+    low, high = value_ranges(channel, spacing_kji, 2.0)
+    k, j, i = np.indices(channel.shape)
+    for point in [(3, 4, 5), (0, 0, 0), (6, 8, 10), (2, 7, 1)]:
+        # 2 mm either side: 1 slice (2 mm) across, 2 voxels (1 mm) in plane
+        near = channel[
+            (abs(k - point[0]) <= 1) & (abs(j - point[1]) <= 2) & (abs(i - point[2]) <= 2)
+        ]
+        assert low[point] == near.min() and high[point] == near.max()
+    same_low, same_high = value_ranges(channel, spacing_kji, 0.4)  # under half a voxel
+    assert same_low is channel and same_high is channel
+
+
+def test_a_coarse_pet_does_not_take_the_flattened_cord_from_its_own_strokes(phantom_study):
+    """Project phantom, grade 3 (the cord flattened by a hot mass), T2 + PET (3 mm voxels),
+    five stroke draws. Compared point by point, the PET's blur makes the cord next to the mass
+    read 2-3 times the SUV under its strokes and the mass takes it (cord area ratio 0.07-0.48
+    on four of five draws, truth labels 0.73); with the PET's resolution the cord stays
+    (measured 0.692-0.728) and the mass Dice stays >= 0.91."""
+    from MESCCAnalyzerLib.measure.metrics import compute_metrics
+
+    study = phantom_study("3", 0)
+    pet = sitk.Resample(study.pet_suv, study.t2, study.mri_to_ct, sitk.sitkLinear, 0.0)
+    resolution = max(study.pet_suv.GetSpacing())
+    truth = sitk.GetArrayFromImage(study.labels)
+    expected = compute_metrics(study.labels).metrics["cord_csa_ratio"]
+    lost = 0
+    for draw in range(5):
+        seeds = strokes_from_labels(study.labels, rng_seed=draw, spread=True)
+        for resolution_mm in ([0.0, 0.0], [0.0, resolution]):
+            labels = PathGrower([study.t2, pet], resolution_mm=resolution_mm).grow(seeds)
+            ratio = compute_metrics(labels).metrics["cord_csa_ratio"]
+            if resolution_mm[1] == 0.0:
+                lost += ratio < expected - 0.2
+                continue
+            assert abs(ratio - expected) <= 0.08, (draw, ratio, expected)
+            out = sitk.GetArrayFromImage(labels)
+            assert dice(out == 3, truth == 3) >= 0.90, draw
+    assert lost >= 3  # the mechanism the resolution answers is still there
+
+
+def test_the_resolution_needs_one_value_per_image(cases):
+    _, study, _ = cases[0]
+    with pytest.raises(InputError, match="one value >= 0 per image"):
+        PathGrower([study.t2, study.pet_suv], resolution_mm=[4.0])
+    with pytest.raises(InputError, match="one value >= 0 per image"):
+        PathGrower([study.t2], resolution_mm=[-1.0])

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
 
-from MESCCAnalyzerLib.phantom.variation import battery, make_case  # noqa: E402
+from MESCCAnalyzerLib.phantom.variation import PET_VOXEL_MM, battery, make_case  # noqa: E402
 from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice  # noqa: E402
 from MESCCAnalyzerLib.segmentation.paths import PathGrower, PathParameters  # noqa: E402
 from MESCCAnalyzerLib.segmentation.seeds import axial_axis_kji, strokes_from_labels  # noqa: E402
@@ -76,9 +76,11 @@ def growcut_available() -> bool:
         return False
 
 
-def _run(method: str, channels: list[sitk.Image], seeds: sitk.Image) -> np.ndarray:
+def _run(
+    method: str, channels: list[sitk.Image], seeds: sitk.Image, resolution_mm: list[float]
+) -> np.ndarray:
     if method == "paths":
-        return sitk.GetArrayFromImage(PathGrower(channels).grow(seeds))
+        return sitk.GetArrayFromImage(PathGrower(channels, resolution_mm=resolution_mm).grow(seeds))
     if method == "plain":
         return sitk.GetArrayFromImage(
             PathGrower(channels, params=PathParameters.plain()).grow(seeds)
@@ -109,7 +111,9 @@ def run_case(variation, methods, repeat: int = 1) -> list[dict]:
             times = []
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                out = _run(method, channels, seeds)
+                # the PET is resampled from its own 4 mm voxels (PathGrower is told so)
+                resolution = [PET_VOXEL_MM if c is study.pet_suv else 0.0 for c in channels]
+                out = _run(method, channels, seeds, resolution)
                 times.append(time.perf_counter() - t0)
             row = {"case": variation.name, "method": method, "set": name}
             row.update({s: dice(out == v, truth == v) for v, s in STRUCTURES.items()})
@@ -263,7 +267,7 @@ def real_cases() -> list[tuple[str, sitk.Image, sitk.Image, tuple[int, ...]]]:
 def real_dice(image, guide, scored, method: str, rng_seed: int) -> tuple[float, float]:
     seeds = three_slice_strokes(guide, rng_seed, structures=scored)
     t0 = time.perf_counter()
-    out = _run(method, [image], seeds)
+    out = _run(method, [image], seeds, [0.0])
     elapsed = time.perf_counter() - t0
     truth = np.isin(sitk.GetArrayFromImage(guide), scored)
     return dice(np.isin(out, scored), truth), elapsed

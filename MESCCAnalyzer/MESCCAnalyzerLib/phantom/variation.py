@@ -50,6 +50,8 @@ from .anatomy import (
 )
 from .imaging import MRI_CENTRE_LPS, Grid, make_pose, partial_volume_mean, rician, tissue_on_grid
 
+PET_VOXEL_MM = 4.0  # the PET's own voxels before it is resampled onto the MRI grid
+
 # tissue levels of the phantom (TISSUE order) for T2, T1 and PET (SUV)
 _LEVELS = np.stack([T2_LEVELS, T1_LEVELS, SUV_LEVELS], axis=1)
 
@@ -254,8 +256,10 @@ def make_case(variation: Variation) -> VariedStudy:
     # PET: point spread on the MRI grid, 4 mm voxels with 4 % noise, back onto the MRI grid
     suv = grid.image(mixed[..., 2].astype(np.float32))
     suv = sitk.SmoothingRecursiveGaussian(suv, v.pet_fwhm_mm / (2 * math.sqrt(2 * math.log(2))))
-    pet_size = [max(2, int(round(n * s / 4.0))) for n, s in zip(size, spacing, strict=True)]
-    pet_grid = Grid.centred(MRI_CENTRE_LPS, pet_size, (4.0, 4.0, 4.0))
+    pet_size = [
+        max(2, int(round(n * s / PET_VOXEL_MM))) for n, s in zip(size, spacing, strict=True)
+    ]
+    pet_grid = Grid.centred(MRI_CENTRE_LPS, pet_size, (PET_VOXEL_MM,) * 3)
     coarse = sitk.Resample(
         suv, pet_grid.image(np.zeros(pet_size[::-1], np.float32)), sitk.Transform(), sitk.sitkLinear
     )

@@ -269,8 +269,18 @@ def learn_model(
     )
 
 
-def unlikeliness(z: np.ndarray, model: CostModel, params: PathParameters) -> np.ndarray:
+def unlikeliness(
+    z: np.ndarray,
+    model: CostModel,
+    params: PathParameters,
+    ranges: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> np.ndarray:
     """(L, n) unlikeliness of scaled voxels ``z`` (C, n) for each label, in noise levels.
+
+    ``ranges`` (channel -> (low, high), each (n,), scaled): for a channel of coarse
+    resolution, the lowest and highest values within its resolution of each voxel
+    (:func:`value_ranges`); a label's centre anywhere in that range is no distance at all
+    along that channel.
 
     A voxel further than ``outlier_levels`` from every seeded sample of every *structure*
     (labels 1-4; each channel weighted by its sharpness relative to the sharpest) is tissue the user stroked as none of them: there the "other" labels (above
@@ -290,7 +300,12 @@ def unlikeliness(z: np.ndarray, model: CostModel, params: PathParameters) -> np.
             d2 = np.zeros(n, dtype=np.float32)
             sharp_d2 = np.zeros(n, dtype=np.float32)
             for ch in range(z.shape[0]):
-                step2 = (z[ch] - np.float32(centre[ch])) ** 2
+                mu = np.float32(centre[ch])
+                if ranges and ch in ranges:
+                    low, high = ranges[ch]
+                    step2 = np.maximum(np.maximum(low - mu, mu - high), np.float32(0.0)) ** 2
+                else:
+                    step2 = (z[ch] - mu) ** 2
                 d2 += step2
                 sharp_d2 += np.float32(relative_sharpness[ch] ** 2) * step2
             log_terms[c] = np.float32(np.log(weight)) - d2 / np.float32(h2)
@@ -309,6 +324,29 @@ def unlikeliness(z: np.ndarray, model: CostModel, params: PathParameters) -> np.
     np.maximum(nll, 0.0, out=nll)
     np.multiply(nll, 2.0, out=nll)
     return np.sqrt(nll, out=nll)
+
+
+def value_ranges(
+    channel: np.ndarray, spacing_kji: np.ndarray, radius_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high): the least and greatest value of ``channel`` (k, j, i) in a box of
+    ``radius_mm`` either side of each voxel along each axis (``round(radius_mm / spacing)``
+    voxels; grey erosion and dilation). Under half a voxel on every axis: the channel itself.
+
+    Why: a channel of coarser resolution than the grid (a PET of 4 mm voxels on a 0.6 mm MRI)
+    spreads each tissue's value over its neighbours. Next to a hot mass the thin cord reads
+    two to four times its own SUV; compared point by point, the cord's own voxels are then
+    "unlike cord" and the mass takes them. Within its resolution the channel says which
+    values are *near* a voxel, not which one is *at* it: any of them fits.
+    """
+    image = sitk.GetImageFromArray(np.ascontiguousarray(channel, dtype=np.float32))
+    image.SetSpacing(tuple(float(v) for v in np.asarray(spacing_kji)[::-1]))
+    radius = [int(round(radius_mm / float(v))) for v in image.GetSpacing()]
+    if max(radius) == 0:
+        return channel, channel
+    low = sitk.GrayscaleErode(image, radius, sitk.sitkBox)
+    high = sitk.GrayscaleDilate(image, radius, sitk.sitkBox)
+    return sitk.GetArrayFromImage(low), sitk.GetArrayFromImage(high)
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,7 +715,10 @@ class PathGrower:
     more co-registered scalar 3D images on one grid (any contrasts: T2, T1, STIR, PET in SUV,
     CT resampled onto the MRI); ``roi`` an optional mask on that grid. Call :meth:`grow` with a
     seed labelmap, again after adding strokes: only the region the new strokes win is
-    re-solved.
+    re-solved. ``resolution_mm``: per image, the voxel size (mm) of the scan it was resampled
+    from when coarser than the grid (a PET: its own voxels; 0, the default: the grid's own);
+    its likelihood then takes the range of its values within half of that
+    (:func:`value_ranges`).
     """
 
     def __init__(
@@ -686,9 +727,17 @@ class PathGrower:
         *,
         roi: sitk.Image | None = None,
         params: PathParameters | None = None,
+        resolution_mm: Sequence[float] | None = None,
     ):
         check_inputs(images, roi=roi)
         self.images = list(images)
+        resolution = [0.0] * len(self.images) if resolution_mm is None else list(resolution_mm)
+        if len(resolution) != len(self.images) or any(not v >= 0 for v in resolution):
+            raise InputError(
+                f"resolution_mm needs one value >= 0 per image ({len(self.images)}), got "
+                f"{resolution_mm}"
+            )
+        self.resolution_mm = [float(v) for v in resolution]
         self.roi = roi
         self.params = params or PathParameters()
         self.model: CostModel | None = None
@@ -797,8 +846,14 @@ class PathGrower:
         z = self._channels / model.scale.astype(np.float32)[:, None, None, None]
         shape = z.shape[1:]
         discount = None
+        spacing_kji = np.asarray(self.images[0].GetSpacing())[::-1]
         if params.likelihood_weight > 0 or params.edge_discount_levels > 0:
-            u = unlikeliness(z.reshape(z.shape[0], -1), model, params)
+            ranges = {}
+            for ch, resolution in enumerate(self.resolution_mm):
+                if resolution > 0:
+                    low, high = value_ranges(z[ch], spacing_kji, resolution / 2)
+                    ranges[ch] = (low.reshape(-1), high.reshape(-1))
+            u = unlikeliness(z.reshape(z.shape[0], -1), model, params, ranges)
             u = u.reshape(len(labels), *shape)
             if params.edge_discount_levels > 0:
                 discount = np.clip(u * np.float32(1.0 / params.edge_discount_levels), 1e-3, 1.0)
@@ -810,7 +865,6 @@ class PathGrower:
         floor = params.noise_floor * float(
             np.sum(2.0 * (model.sharpness * model.noise / model.scale) ** 2)
         )
-        spacing_kji = np.asarray(self.images[0].GetSpacing())[::-1]
         self._graph = _Graph(
             z, node, discount, self._inside, spacing_kji, floor, params.length_cost_per_mm
         )
