@@ -1,5 +1,6 @@
-"""Grow from seeds: ours (SeedGrower; issue 16's PathGrower) vs Slicer's GrowCut
-(vtkImageGrowCutSegment) vs SimpleITK watershed.
+"""Grow from seeds: ours (SeedGrower, issue 16's shortest paths, told the PET's resolution),
+the marker watershed it replaced, Slicer's GrowCut (vtkImageGrowCutSegment) and a plain
+SimpleITK watershed.
 
 Same inputs in one run: the phantom (T2 + PET on the T2 grid, strokes from the truth) at a
 given grade, optionally upsampled in-plane to reach a ~200x200x60 region. Prints Dice of cord,
@@ -22,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib.phantom import make_phantom  # noqa: E402
 from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice  # noqa: E402
-from MESCCAnalyzerLib.segmentation.paths import PathGrower  # noqa: E402
 from MESCCAnalyzerLib.segmentation.seeds import add_stroke, strokes_from_labels  # noqa: E402
+from MESCCAnalyzerLib.segmentation.watershed import WatershedGrower  # noqa: E402
 
 
 def _vtk_image(arr, vtk_type):
@@ -87,6 +88,7 @@ def main() -> int:
     study = make_phantom(grade=args.grade, seed=0)
     t2, labels = study.t2, study.labels
     pet = sitk.Resample(study.pet_suv, t2, study.mri_to_ct, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    pet_native = study.pet_suv
     if args.upsample > 1:
         f = args.upsample
         ref = sitk.Image(
@@ -131,7 +133,9 @@ def main() -> int:
     for channels, name in (([t2, pet], "ours T2+PET"), ([t2], "ours T2")):
 
         def make_ours(channels=channels):
-            grower = SeedGrower(channels)
+            # the PET was resampled from its own voxels: the grower is told their size
+            resolution = [max(pet_native.GetSpacing()) if c is pet else 0.0 for c in channels]
+            grower = SeedGrower(channels, resolution_mm=resolution)
             return (
                 lambda: sitk.GetArrayFromImage(grower.grow(seeds_img)),
                 lambda: sitk.GetArrayFromImage(grower.grow(more_img)),
@@ -139,10 +143,10 @@ def main() -> int:
 
         record(name, make_ours)
 
-    for channels, name in (([t2, pet], "paths T2+PET"), ([t2], "paths T2")):
+    for channels, name in (([t2, pet], "watershed T2+PET"), ([t2], "watershed T2")):
 
         def make_paths(channels=channels):
-            grower = PathGrower(channels)
+            grower = WatershedGrower(channels)
             return (
                 lambda: sitk.GetArrayFromImage(grower.grow(seeds_img)),
                 lambda: sitk.GetArrayFromImage(grower.grow(more_img)),

@@ -1,6 +1,7 @@
-"""Segmentation robustness battery (issue 16): the learnt-cost shortest paths (PathGrower),
-the method in use (SeedGrower: watershed + refinement), the plain shortest-path competition
-and Slicer's GrowCut, on varied phantoms and on real MRI.
+"""Segmentation robustness battery (issue 16): the learnt-cost shortest paths (PathGrower, the
+method in use as SeedGrower), the marker watershed with refinement it replaced
+(WatershedGrower), the plain shortest-path competition and Slicer's GrowCut, on varied
+phantoms and on real MRI.
 
 Every case of :func:`MESCCAnalyzerLib.phantom.variation.battery` (30 by default) is rendered,
 stroked like a user (:func:`MESCCAnalyzerLib.segmentation.seeds.strokes_from_labels` on the
@@ -13,7 +14,7 @@ goal checks; then the real images (SCT cord masks, TPTBox thecal sac) from strok
 axial slices. docs/segmentation.md holds the last table.
 
     nice .venv/bin/python benchmarks/bench_segmentation_battery.py [--cases 30] [--threads 2]
-        [--methods paths,seedgrower,plain,growcut] [--no-real] [--repeat 1]
+        [--methods paths,watershed,plain,growcut] [--no-real] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib.phantom.variation import PET_VOXEL_MM, battery, make_case  # noqa: E402
-from MESCCAnalyzerLib.segmentation.grow import SeedGrower, dice  # noqa: E402
+from MESCCAnalyzerLib.segmentation.grow import dice  # noqa: E402
 from MESCCAnalyzerLib.segmentation.paths import PathGrower, PathParameters  # noqa: E402
 from MESCCAnalyzerLib.segmentation.seeds import axial_axis_kji, strokes_from_labels  # noqa: E402
+from MESCCAnalyzerLib.segmentation.watershed import WatershedGrower  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CHANNEL_SETS = ("T2", "T2+T1", "T2+PET", "T2+T1+PET")
@@ -85,8 +87,8 @@ def _run(
         return sitk.GetArrayFromImage(
             PathGrower(channels, params=PathParameters.plain()).grow(seeds)
         )
-    if method == "seedgrower":
-        return sitk.GetArrayFromImage(SeedGrower(channels).grow(seeds))
+    if method == "watershed":
+        return sitk.GetArrayFromImage(WatershedGrower(channels).grow(seeds))
     if method == "growcut":
         out = growcut(sitk.GetArrayFromImage(channels[0]), sitk.GetArrayFromImage(seeds))
         return np.where(out <= 4, out, 0)
@@ -278,7 +280,7 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="runs per method (median time)")
-    parser.add_argument("--methods", default="paths,seedgrower,plain,growcut")
+    parser.add_argument("--methods", default="paths,watershed,plain,growcut")
     parser.add_argument("--no-real", action="store_true")
     parser.add_argument("--draws", type=int, default=3, help="stroke draws per real image")
     args = parser.parse_args()

@@ -266,12 +266,8 @@ def segmentation_channels(
     mri: sitk.Image, pet_on_mri: sitk.Image | None, adc_on_mri: sitk.Image | None = None
 ) -> list[sitk.Image]:
     """The images the seeds grow on: the T2 and, when there are, the PET and the ADC on its
-    grid (the ADC's voxels without a value read 0).
-
-    Measured on the phantom (grades 1b-3): mass Dice 0.92-0.95 and MSCC within 3 points of
-    the truth; adding the T1 as a third channel let the mass leak into the marrow on grade 3
-    (Dice 0.74), so the T1 is shown, not segmented on.
-    """
+    grid (the ADC's voxels without a value read 0). :func:`channel_resolutions` gives their
+    resolutions in the same order."""
     channels = [mri]
     if pet_on_mri is not None:
         channels.append(sitk.Cast(pet_on_mri, sitk.sitkFloat32))
@@ -280,19 +276,29 @@ def segmentation_channels(
     return channels
 
 
+def channel_resolutions(pet: sitk.Image | None, adc: sitk.Image | None = None) -> list[float]:
+    """The resolution (mm) of each channel of :func:`segmentation_channels`, from the scans
+    the PET and the ADC were resampled from (their largest voxel side; 0 for the MRI): the
+    grower compares a coarse channel by its values within half a voxel of it
+    (:func:`~.segmentation.paths.value_ranges`)."""
+    return [0.0] + [float(max(image.GetSpacing())) for image in (pet, adc) if image is not None]
+
+
 def segment(
     channels: Sequence[sitk.Image],
     seeds: sitk.Image,
     *,
     smoothing_mm: float = 0.0,
     seeds_name=None,
+    resolution_mm: Sequence[float] | None = None,
     grower: SeedGrower | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> sitk.Image:
-    """Labels 1-4 grown from ``seeds`` over ``channels`` (a cached ``grower`` re-solves less)."""
+    """Labels 1-4 grown from ``seeds`` over ``channels`` (a cached ``grower`` re-solves less;
+    ``resolution_mm``: see :func:`channel_resolutions`)."""
     check_inputs(list(channels), seeds, seeds_name=seeds_name)
-    grower = grower or SeedGrower(list(channels))
+    grower = grower or SeedGrower(list(channels), resolution_mm=resolution_mm)
     return grower.grow(seeds, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel)
 
 
@@ -428,6 +434,10 @@ def run_analysis(
         study.seeds,
         smoothing_mm=request.smoothing_mm,
         seeds_name=request.seeds,
+        resolution_mm=channel_resolutions(
+            study.pet_suv if pet_on_mri is not None else None,
+            diffusion.fit.adc if diffusion is not None else None,
+        ),
         cancel=cancel,
     )
     begin("metrics")

@@ -28,6 +28,15 @@ def add_arguments(parser) -> None:
         help="image (NIfTI/NRRD/MHA/DICOM folder); repeat for more channels on the same grid, e.g. PET resampled onto the MRI",
     )
     parser.add_argument(
+        "--resolution",
+        action="append",
+        type=float,
+        metavar="MM",
+        help="per --image, in the same order: the voxel size (mm) of the scan it was resampled "
+        "from when coarser than the grid, e.g. 4 for a PET of 4 mm voxels (default 0: the "
+        "grid's own); such a channel is compared by its values within half of it",
+    )
+    parser.add_argument(
         "--seeds",
         required=True,
         help="seed labelmap on the first image's grid, or a .mrk.json point list",
@@ -72,6 +81,13 @@ def run(args, term) -> int:
             )
     if args.smoothing < 0:
         raise InputError(f"--smoothing must be >= 0 mm, got {args.smoothing}")
+    resolution = args.resolution or [0.0] * len(args.image)
+    if len(resolution) != len(args.image) or not all(v >= 0 for v in resolution):
+        raise InputError(
+            f"--resolution needs one value >= 0 mm per --image ({len(args.image)}), "
+            f"got {resolution}",
+            hint="e.g. --image t2.nii.gz --resolution 0 --image pet_on_t2.nii.gz --resolution 4",
+        )
     inputs = [*args.image, args.seeds, args.roi]
     guard_outputs([out, seg_out], [p for p in inputs if p])
     for target in (out, seg_out):
@@ -86,7 +102,7 @@ def run(args, term) -> int:
     check_inputs(images, seeds, roi, names=args.image, seeds_name=args.seeds, roi_name=args.roi)
 
     term.stage("segment")
-    grower = SeedGrower(images, roi=roi)
+    grower = SeedGrower(images, roi=roi, resolution_mm=resolution)
     result = grower.grow(
         seeds, smoothing_mm=args.smoothing, progress=term.progress, cancel=term.cancel
     )

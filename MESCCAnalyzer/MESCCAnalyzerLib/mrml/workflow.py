@@ -26,7 +26,13 @@ from ..io.dicom_series import read_header
 from ..io.dwi import is_nifti, load_dwi
 from ..io.study import load_volume
 from ..pet.suv import pet_to_suv
-from ..pipeline import add_adc_metrics, measure, report_inputs, segmentation_channels
+from ..pipeline import (
+    add_adc_metrics,
+    channel_resolutions,
+    measure,
+    report_inputs,
+    segmentation_channels,
+)
 from ..report import write_report
 from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower
 from ..segmentation.seeds import strokes_from_labels
@@ -242,7 +248,12 @@ class Workflow:
         """
         key = tuple(None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, pet_node))
         if self._grower is None or self._grower_key != key:
-            self._grower = SeedGrower(self._channels(mri_node, pet_node))
+            self._grower = SeedGrower(
+                self._channels(mri_node, pet_node),
+                resolution_mm=channel_resolutions(
+                    image_from_volume_node(pet_node) if pet_node is not None else None
+                ),
+            )
             self._grower_key = key
         seeds = seeds_from_segmentation_node(seed_node, mri_node)
         labels = self._grower.grow(

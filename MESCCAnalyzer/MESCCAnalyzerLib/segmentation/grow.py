@@ -6,11 +6,9 @@ Slicer's *Grow from seeds*. Several co-registered images (e.g. T2 and PET resamp
 T2 grid) act together as one multi-channel image.
 
 :class:`SeedGrower` is the method the pipeline, ``mescc segment``, the demo and the panel use:
-the marker watershed with boundary refinement of :mod:`.watershed`. Issue 16's learnt-cost
-shortest paths (:class:`.paths.PathGrower`) beat it on the variation battery
-(``docs/segmentation.md``) but under-segment the compressed cord of the grade-3 demo (cord
-area ratio 0.57 against 0.72) and over-grow the grade-2 phantom mass into the vertebra
-(Dice 0.82 on one stroke draw), so they are not used yet.
+issue 16's competing shortest paths with costs learnt from each study's strokes
+(:mod:`.paths`). The marker watershed it replaced (:mod:`.watershed`) stays for the
+benchmarks' side-by-side tables (``docs/segmentation.md``).
 
 The checks of images, seeds and region and the seed files live in :mod:`.inputs`; they are
 re-exported here, where the front ends import them from.
@@ -37,13 +35,13 @@ from .inputs import (
     seed_box,
     seed_labels,
 )
-from .watershed import GrowParameters, WatershedGrower
+from .paths import PathGrower, PathParameters
 
 __all__ = [
     "MAX_SEED_LABEL",
     "STRUCTURE_LABELS",
     "Box",
-    "GrowParameters",
+    "PathParameters",
     "SeedGrower",
     "check_inputs",
     "dice",
@@ -58,21 +56,23 @@ __all__ = [
 ]
 
 
-class SeedGrower(WatershedGrower):
+class SeedGrower(PathGrower):
     """Competitive growth from seed labels, caching the features for interactive updates.
 
     Parameters
     ----------
     images : one or more co-registered scalar 3D images on the same grid (the first is the
-        reference; e.g. T2 then PET resampled onto the T2 grid).
+        reference; e.g. T2, T1, then PET resampled onto the T2 grid).
     roi : optional mask on the same grid; only its non-zero voxels are segmented.
-    params : :class:`~.watershed.GrowParameters`.
+    params : :class:`~.paths.PathParameters`.
+    resolution_mm : per image, the voxel size of the scan it was resampled from when coarser
+        than the grid (a PET: its own voxels; 0: the grid's own).
 
-    Call :meth:`grow` with a seed labelmap (uint8 labels 1 cord, 2 CSF, 3 mass, 4 bone out, on
-    the first image's grid); call it again with corrected seeds: the cropped, normalised
-    channels and the edge image are reused (``feature_computations``) while the seeds stay
-    inside the cached region, and only a box around the changed strokes is re-solved
-    (``last_update_voxels``). The method: :mod:`.watershed`.
+    Call :meth:`grow` with a seed labelmap (labels 1 cord, 2 CSF, 3 mass, 4 bone, above 4
+    other tissue, on the first image's grid); call it again with more strokes: the cropped,
+    denoised channels and the learnt costs are reused (``feature_computations``) while the
+    seeds stay inside the cached region, and the paths are re-solved from the new strokes
+    only (``last_update_voxels``), with the result of a full solve. The method: :mod:`.paths`.
     """
 
 
@@ -83,12 +83,13 @@ def grow_from_seeds(
     roi: sitk.Image | None = None,
     smoothing_mm: float = 0.0,
     keep_labels: Sequence[int] | None = STRUCTURE_LABELS,
-    params: GrowParameters | None = None,
+    params: PathParameters | None = None,
+    resolution_mm: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> sitk.Image:
     """One-shot :class:`SeedGrower` run: the labelmap grown from ``seeds`` over ``images``."""
-    grower = SeedGrower(images, roi=roi, params=params)
+    grower = SeedGrower(images, roi=roi, params=params, resolution_mm=resolution_mm)
     return grower.grow(
         seeds, keep_labels=keep_labels, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel
     )

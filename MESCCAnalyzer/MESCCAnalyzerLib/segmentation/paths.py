@@ -4,8 +4,8 @@ Every voxel takes the label of the seed stroke it is joined to by the cheapest p
 multi-source shortest-path competition over the 26-neighbour voxel graph, as in FastGrowCut),
 but the cost of a path is not a fixed function of the intensities: it is estimated from the
 voxels under each study's strokes, so that no constant depends on the phantom, the scanner or
-the contrast. Issue 16's method; ``docs/segmentation.md`` has its battery and why
-:class:`~.grow.SeedGrower` does not use it yet.
+the contrast. Issue 16's method, in use as :class:`~.grow.SeedGrower`; ``docs/segmentation.md``
+has its battery.
 
 **Features** (once per region, cached for updates): each channel is cropped to the region and
 denoised by gradient anisotropic diffusion (:func:`denoise`, ITK; its conductance is relative

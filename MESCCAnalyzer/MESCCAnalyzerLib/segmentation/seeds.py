@@ -178,8 +178,8 @@ def _straight_stroke(
     cand2d: np.ndarray, rng: np.random.Generator, length: int
 ) -> list[tuple[int, int]]:
     """A straight stroke of up to ``length`` voxels from a random candidate in a random
-    direction, stopping where it leaves the candidates (the demo's and the pipeline tests'
-    strokes, :func:`strokes_from_labels` with ``spread`` false)."""
+    direction, stopping where it leaves the candidates (:func:`strokes_from_labels` with
+    ``spread`` false: the strokes the watershed engine was measured with)."""
     rows, cols = np.nonzero(cand2d)
     if rows.size == 0:
         return []
@@ -269,7 +269,7 @@ def strokes_from_labels(
     other_label: int = OTHER_LABEL,
     max_fraction: float = 0.02,
     other_tissue_strokes: int = 2,
-    spread: bool = False,
+    spread: bool = True,
 ) -> sitk.Image:
     """Seed strokes (uint16 labelmap on ``labels``' grid) imitating a user's few strokes.
 
@@ -280,10 +280,11 @@ def strokes_from_labels(
     through each large piece; on ``slice_indices`` when given), labelled ``other_label``: a user strokes the disc and the
     epidural fat next to the sac, not only the muscle around it.
 
-    ``spread`` true: the strokes of a slice start far from each other and bend with the
-    structure (the segmentation battery's strokes, ``docs/segmentation.md``); false (the
-    default, the demo's and the pipeline tests' strokes): straight strokes from random
-    starts, and no strokes for the other tissues. See the module
+    ``spread`` true (the default: the demo's, the sample study's, the battery's and the
+    tests' strokes, ``docs/segmentation.md``): the strokes of a slice start far from each
+    other and bend with the structure; false: straight strokes from random starts, and no
+    strokes for the other tissues (often 1-2-voxel dots in a thin CSF layer, all on one
+    side: the strokes the replaced watershed engine was measured with). See the module
     docstring for the placement. ``slice_indices`` fixes the axial slices (numpy index along
     :func:`axial_axis_kji`) instead of choosing ``slices`` of them per structure.
     """

@@ -1,5 +1,6 @@
-"""The seeded method in use (:class:`~.grow.SeedGrower`): marker watershed + boundary
-refinement.
+"""The seeded method used until 2026-12-03 (now :class:`WatershedGrower`, kept for the
+benchmarks' side-by-side tables; :class:`~.grow.SeedGrower` is the shortest paths of
+:mod:`.paths`): marker watershed + boundary refinement.
 
 Every voxel is claimed by the seed label it is nearest to in image terms.
 
