@@ -1,10 +1,12 @@
 """``mescc batch`` on a local cluster vs the same studies one after the other.
 
-Writes N phantom studies (grades in turn, one seed each, seeds placed from their truth) and a
-manifest, then analyses them (without scene.mrb, as the tests do) twice:
+Writes N phantom studies (grades in turn, one seed each, seeds placed from their truth; with
+``--spine`` the whole-spine study of ``mescc demo``, seeds 0 to N-1) and a manifest, then
+analyses them (without scene.mrb, as the tests do) three times:
 
 * one after the other in this process (``run_analysis`` + ``write_analysis``, what
   ``mescc analyze`` does per study, without its start-up time);
+* ``mescc analyze`` per study, in turn (what a user does without ``mescc batch``);
 * with ``mescc batch``'s engine on a ``LocalCluster`` of W worker processes (one thread each,
   the memory divided among them), cluster start-up and input hashing included.
 
@@ -12,7 +14,7 @@ Prints the wall times and the speed-up (goal: >= 1.7x for 12 studies on 2 worker
 and, per worker, the studies it ran and its peak resident memory against its limit. The
 machine's other load counts: run it on a quiet machine.
 
-    .venv/bin/python benchmarks/bench_batch.py [--studies 12] [--workers 2] [--keep DIR]
+    .venv/bin/python benchmarks/bench_batch.py [--studies 12] [--workers 2] [--spine] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -32,22 +34,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MESCCAnalyzer"))
 
 from MESCCAnalyzerLib import batch  # noqa: E402
 from MESCCAnalyzerLib.cli.batch_cmd import start_local_cluster  # noqa: E402
+from MESCCAnalyzerLib.cli.demo_cmd import DEMO_LESIONS, DEMO_LEVELS, demo_strokes  # noqa: E402
 from MESCCAnalyzerLib.outputs import write_image  # noqa: E402
 from MESCCAnalyzerLib.phantom import GRADES, write_phantom  # noqa: E402
+from MESCCAnalyzerLib.phantom.spine import parse_lesions, write_spine_phantom  # noqa: E402
 from MESCCAnalyzerLib.pipeline import run_analysis, write_analysis  # noqa: E402
 from MESCCAnalyzerLib.segmentation.seeds import strokes_from_labels  # noqa: E402
 
 GOAL_SPEEDUP = 1.7
 
 
-def write_cohort_inputs(root: Path, n: int) -> Path:
-    """N phantom studies with seeds, and their manifest (paths relative to it)."""
+def write_cohort_inputs(root: Path, n: int, spine: bool = False) -> Path:
+    """N phantom studies with seeds, and their manifest (paths relative to it): single-level
+    phantoms (grades in turn), or with ``spine`` the whole-spine study of ``mescc demo`` (T1-L1,
+    lesions at T5 and T9; seed i), stroked as the demo strokes it."""
     lines = ["id,mri,seeds,t1,ct,pet"]
     for i in range(n):
-        grade = GRADES[i % len(GRADES)]
-        study = write_phantom(root / f"S{i:02d}", grade, i)
-        labels = sitk.ReadImage(str(study / "labels.nii.gz"))
-        write_image(strokes_from_labels(labels, rng_seed=i), root / f"S{i:02d}_seeds.nii.gz")
+        if spine:
+            grade = "whole spine"
+            study = write_spine_phantom(
+                root / f"S{i:02d}", DEMO_LEVELS, parse_lesions(DEMO_LESIONS), i
+            )
+            labels = sitk.ReadImage(str(study / "labels.nii.gz"))
+            write_image(demo_strokes(labels, i), root / f"S{i:02d}_seeds.nii.gz")
+        else:
+            grade = GRADES[i % len(GRADES)]
+            study = write_phantom(root / f"S{i:02d}", grade, i)
+            labels = sitk.ReadImage(str(study / "labels.nii.gz"))
+            write_image(strokes_from_labels(labels, rng_seed=i), root / f"S{i:02d}_seeds.nii.gz")
         lines.append(
             f"S{i:02d},S{i:02d}/t2.nii.gz,S{i:02d}_seeds.nii.gz,S{i:02d}/t1.nii.gz,"
             f"S{i:02d}/ct.nii.gz,S{i:02d}/pet_dicom"
@@ -96,13 +110,20 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the studies and outputs here")
+    parser.add_argument(
+        "--spine",
+        action="store_true",
+        help="the whole-spine demo study (mescc demo) instead of single-level phantoms",
+    )
     args = parser.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_batch_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         print(f"writing {args.studies} phantom studies into {root}", flush=True)
-        studies = batch.read_manifest(write_cohort_inputs(root / "inputs", args.studies))
+        studies = batch.read_manifest(
+            write_cohort_inputs(root / "inputs", args.studies, args.spine)
+        )
         options = batch.BatchOptions(scene=False)
 
         print(f"one after the other ... (load average {os.getloadavg()[0]:.1f})", flush=True)
