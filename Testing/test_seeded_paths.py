@@ -49,7 +49,7 @@ def cases():
     out = []
     for variation in SLICE:
         study = make_case(variation)
-        seeds = strokes_from_labels(study.guide, rng_seed=variation.seed, spread=True)
+        seeds = strokes_from_labels(study.guide, rng_seed=variation.seed)
         out.append((variation, study, seeds))
     return out
 
@@ -469,7 +469,6 @@ def _three_slice_result(image: sitk.Image, guide: np.ndarray, scored) -> np.ndar
         rng_seed=0,
         structures=scored,
         slice_indices=slices,
-        spread=True,
         strokes_per_slice=4,
         other_strokes_per_slice=8,
         other_near_mm=6.0,
@@ -548,7 +547,9 @@ def test_value_ranges_are_the_extremes_within_the_radius():
     assert same_low is channel and same_high is channel
 
 
-def test_a_coarse_pet_does_not_take_the_flattened_cord_from_its_own_strokes(phantom_study):
+def test_a_coarse_pet_does_not_take_the_flattened_cord_from_its_own_strokes(
+    phantom_study, phantom_channels
+):
     """Project phantom, grade 3 (the cord flattened by a hot mass), T2 + PET (3 mm voxels),
     five stroke draws. Compared point by point, the PET's blur makes the cord next to the mass
     read 2-3 times the SUV under its strokes and the mass takes it (cord area ratio 0.07-0.48
@@ -556,16 +557,15 @@ def test_a_coarse_pet_does_not_take_the_flattened_cord_from_its_own_strokes(phan
     (measured 0.692-0.728) and the mass Dice stays >= 0.91."""
     from MESCCAnalyzerLib.measure.metrics import compute_metrics
 
-    study = phantom_study("3", 0)
-    pet = sitk.Resample(study.pet_suv, study.t2, study.mri_to_ct, sitk.sitkLinear, 0.0)
-    resolution = max(study.pet_suv.GetSpacing())
-    truth = sitk.GetArrayFromImage(study.labels)
-    expected = compute_metrics(study.labels).metrics["cord_csa_ratio"]
+    t2, pet, truth_labels = phantom_channels("3", 0)
+    resolution = max(phantom_study("3", 0).pet_suv.GetSpacing())
+    truth = sitk.GetArrayFromImage(truth_labels)
+    expected = compute_metrics(truth_labels).metrics["cord_csa_ratio"]
     lost = 0
     for draw in range(5):
-        seeds = strokes_from_labels(study.labels, rng_seed=draw, spread=True)
+        seeds = strokes_from_labels(truth_labels, rng_seed=draw)
         for resolution_mm in ([0.0, 0.0], [0.0, resolution]):
-            labels = PathGrower([study.t2, pet], resolution_mm=resolution_mm).grow(seeds)
+            labels = PathGrower([t2, pet], resolution_mm=resolution_mm).grow(seeds)
             ratio = compute_metrics(labels).metrics["cord_csa_ratio"]
             if resolution_mm[1] == 0.0:
                 lost += ratio < expected - 0.2
@@ -578,7 +578,7 @@ def test_a_coarse_pet_does_not_take_the_flattened_cord_from_its_own_strokes(phan
 
 def test_the_resolution_needs_one_value_per_image(cases):
     _, study, _ = cases[0]
-    with pytest.raises(InputError, match="one value >= 0 per image"):
+    with pytest.raises(InputError, match="one value >= 0 mm per image"):
         PathGrower([study.t2, study.pet_suv], resolution_mm=[4.0])
-    with pytest.raises(InputError, match="one value >= 0 per image"):
+    with pytest.raises(InputError, match="one value >= 0 mm per image"):
         PathGrower([study.t2], resolution_mm=[-1.0])

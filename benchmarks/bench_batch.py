@@ -55,13 +55,12 @@ def write_cohort_inputs(root: Path, n: int, spine: bool = False) -> Path:
             study = write_spine_phantom(
                 root / f"S{i:02d}", DEMO_LEVELS, parse_lesions(DEMO_LESIONS), i
             )
-            labels = sitk.ReadImage(str(study / "labels.nii.gz"))
-            write_image(demo_strokes(labels, i), root / f"S{i:02d}_seeds.nii.gz")
         else:
             grade = GRADES[i % len(GRADES)]
             study = write_phantom(root / f"S{i:02d}", grade, i)
-            labels = sitk.ReadImage(str(study / "labels.nii.gz"))
-            write_image(strokes_from_labels(labels, rng_seed=i), root / f"S{i:02d}_seeds.nii.gz")
+        labels = sitk.ReadImage(str(study / "labels.nii.gz"))
+        seeds = demo_strokes(labels, i) if spine else strokes_from_labels(labels, rng_seed=i)
+        write_image(seeds, root / f"S{i:02d}_seeds.nii.gz")
         lines.append(
             f"S{i:02d},S{i:02d}/t2.nii.gz,S{i:02d}_seeds.nii.gz,S{i:02d}/t1.nii.gz,"
             f"S{i:02d}/ct.nii.gz,S{i:02d}/pet_dicom"

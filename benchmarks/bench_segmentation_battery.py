@@ -97,7 +97,7 @@ def _run(
 
 def run_case(variation, methods, repeat: int = 1) -> list[dict]:
     study = make_case(variation)
-    seeds = strokes_from_labels(study.guide, rng_seed=variation.seed, spread=True)
+    seeds = strokes_from_labels(study.guide, rng_seed=variation.seed)
     truth = sitk.GetArrayFromImage(study.labels)
     sets = {
         "T2": [study.t2],
@@ -207,7 +207,6 @@ def three_slice_strokes(guide: sitk.Image, rng_seed: int, structures=(1,)) -> si
         rng_seed=rng_seed,
         structures=structures,
         slice_indices=slices,
-        spread=True,
         strokes_per_slice=4,
         other_strokes_per_slice=8,
         other_near_mm=6.0,

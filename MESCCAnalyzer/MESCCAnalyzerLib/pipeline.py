@@ -263,25 +263,23 @@ def register_images(
 # Stage 3: segment; stage 4: measure
 # ---------------------------------------------------------------------------------------
 def segmentation_channels(
-    mri: sitk.Image, pet_on_mri: sitk.Image | None, adc_on_mri: sitk.Image | None = None
-) -> list[sitk.Image]:
-    """The images the seeds grow on: the T2 and, when there are, the PET and the ADC on its
-    grid (the ADC's voxels without a value read 0). :func:`channel_resolutions` gives their
-    resolutions in the same order."""
-    channels = [mri]
-    if pet_on_mri is not None:
-        channels.append(sitk.Cast(pet_on_mri, sitk.sitkFloat32))
-    if adc_on_mri is not None:
-        channels.append(sitk.Cast(nan_to_zero(adc_on_mri), sitk.sitkFloat32))
-    return channels
-
-
-def channel_resolutions(pet: sitk.Image | None, adc: sitk.Image | None = None) -> list[float]:
-    """The resolution (mm) of each channel of :func:`segmentation_channels`, from the scans
-    the PET and the ADC were resampled from (their largest voxel side; 0 for the MRI): the
-    grower compares a coarse channel by its values within half a voxel of it
-    (:func:`~.segmentation.paths.value_ranges`)."""
-    return [0.0] + [float(max(image.GetSpacing())) for image in (pet, adc) if image is not None]
+    mri: sitk.Image,
+    pet: tuple[sitk.Image, sitk.Image] | None = None,
+    adc: tuple[sitk.Image, sitk.Image] | None = None,
+) -> tuple[list[sitk.Image], list[float]]:
+    """The images the seeds grow on and the resolution (mm) of each: the T2 (0, the grid's
+    own) and, when there are, the PET and the ADC, each given as (the scan, the scan on the
+    T2 grid). The channel is the scan on the grid (the ADC's voxels without a value read 0);
+    its resolution the scan's largest voxel side: the grower compares a coarse channel by its
+    values within half a voxel (:func:`~.segmentation.paths.value_ranges`)."""
+    channels, resolution = [mri], [0.0]
+    if pet is not None:
+        channels.append(sitk.Cast(pet[1], sitk.sitkFloat32))
+        resolution.append(float(max(pet[0].GetSpacing())))
+    if adc is not None:
+        channels.append(sitk.Cast(nan_to_zero(adc[1]), sitk.sitkFloat32))
+        resolution.append(float(max(adc[0].GetSpacing())))
+    return channels, resolution
 
 
 def segment(
@@ -296,7 +294,7 @@ def segment(
     cancel: CancelCallback | None = None,
 ) -> sitk.Image:
     """Labels 1-4 grown from ``seeds`` over ``channels`` (a cached ``grower`` re-solves less;
-    ``resolution_mm``: see :func:`channel_resolutions`)."""
+    ``resolution_mm``: see :func:`segmentation_channels`)."""
     check_inputs(list(channels), seeds, seeds_name=seeds_name)
     grower = grower or SeedGrower(list(channels), resolution_mm=resolution_mm)
     return grower.grow(seeds, smoothing_mm=smoothing_mm, progress=progress, cancel=cancel)
@@ -427,17 +425,17 @@ def run_analysis(
         notes.append(diffusion.note + "; a segmentation channel")
 
     begin("segmentation")
+    channels, resolution = segmentation_channels(
+        reference,
+        pet=(study.pet_suv, pet_on_mri) if pet_on_mri is not None else None,
+        adc=(diffusion.fit.adc, diffusion.adc_on_mri) if diffusion is not None else None,
+    )
     labels = segment(
-        segmentation_channels(
-            reference, pet_on_mri, diffusion.adc_on_mri if diffusion is not None else None
-        ),
+        channels,
         study.seeds,
         smoothing_mm=request.smoothing_mm,
         seeds_name=request.seeds,
-        resolution_mm=channel_resolutions(
-            study.pet_suv if pet_on_mri is not None else None,
-            diffusion.fit.adc if diffusion is not None else None,
-        ),
+        resolution_mm=resolution,
         cancel=cancel,
     )
     begin("metrics")

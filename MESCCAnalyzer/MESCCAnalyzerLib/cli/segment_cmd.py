@@ -69,6 +69,7 @@ def _load(path: str) -> sitk.Image:
 def run(args, term) -> int:
     from ..io.segfile import write_seg_nrrd
     from ..segmentation.grow import SeedGrower, check_inputs, load_seeds
+    from ..segmentation.inputs import check_resolutions
 
     out = Path(args.out)
     seg_out = Path(args.seg_out) if args.seg_out else None
@@ -81,13 +82,13 @@ def run(args, term) -> int:
             )
     if args.smoothing < 0:
         raise InputError(f"--smoothing must be >= 0 mm, got {args.smoothing}")
-    resolution = args.resolution or [0.0] * len(args.image)
-    if len(resolution) != len(args.image) or not all(v >= 0 for v in resolution):
-        raise InputError(
-            f"--resolution needs one value >= 0 mm per --image ({len(args.image)}), "
-            f"got {resolution}",
-            hint="e.g. --image t2.nii.gz --resolution 0 --image pet_on_t2.nii.gz --resolution 4",
-        )
+    resolution = check_resolutions(
+        args.resolution,
+        len(args.image),
+        name="--resolution",
+        per="--image",
+        hint="e.g. --image t2.nii.gz --resolution 0 --image pet_on_t2.nii.gz --resolution 4",
+    )
     inputs = [*args.image, args.seeds, args.roi]
     guard_outputs([out, seg_out], [p for p in inputs if p])
     for target in (out, seg_out):

@@ -26,13 +26,7 @@ from ..io.dicom_series import read_header
 from ..io.dwi import is_nifti, load_dwi
 from ..io.study import load_volume
 from ..pet.suv import pet_to_suv
-from ..pipeline import (
-    add_adc_metrics,
-    channel_resolutions,
-    measure,
-    report_inputs,
-    segmentation_channels,
-)
+from ..pipeline import add_adc_metrics, measure, report_inputs, segmentation_channels
 from ..report import write_report
 from ..segmentation.grow import STRUCTURE_LABELS, SeedGrower
 from ..segmentation.seeds import strokes_from_labels
@@ -232,10 +226,14 @@ class Workflow:
         return create_mescc_segmentation_node(self.scene, mri_node)
 
     def _channels(self, mri_node, pet_node):
-        """The MRI, and the PET on the MRI grid through its parent transform (if any)."""
+        """The MRI, and the PET on the MRI grid through its parent transform (if any), with
+        their resolutions (:func:`~MESCCAnalyzerLib.pipeline.segmentation_channels`)."""
         mri = image_from_volume_node(mri_node)
-        pet = volume_on_grid(pet_node, mri) if pet_node is not None else None
-        return segmentation_channels(mri, pet)
+        if pet_node is None:
+            return segmentation_channels(mri)
+        return segmentation_channels(
+            mri, pet=(image_from_volume_node(pet_node), volume_on_grid(pet_node, mri))
+        )
 
     def grow_preview(
         self, seed_node, mri_node, pet_node=None, *, preview_node=None, progress=None, cancel=None
@@ -248,12 +246,8 @@ class Workflow:
         """
         key = tuple(None if n is None else (n.GetID(), n.GetMTime()) for n in (mri_node, pet_node))
         if self._grower is None or self._grower_key != key:
-            self._grower = SeedGrower(
-                self._channels(mri_node, pet_node),
-                resolution_mm=channel_resolutions(
-                    image_from_volume_node(pet_node) if pet_node is not None else None
-                ),
-            )
+            channels, resolution = self._channels(mri_node, pet_node)
+            self._grower = SeedGrower(channels, resolution_mm=resolution)
             self._grower_key = key
         seeds = seeds_from_segmentation_node(seed_node, mri_node)
         labels = self._grower.grow(

@@ -112,6 +112,27 @@ def check_inputs(
                 )
 
 
+def check_resolutions(
+    values: Sequence[float] | None,
+    n_images: int,
+    *,
+    name: str = "resolution_mm",
+    per: str = "image",
+    hint: str = "",
+) -> list[float]:
+    """One resolution (mm, >= 0) per image, 0 for each when ``values`` is None (see
+    :class:`~.paths.PathGrower`); ``name`` and ``per`` word the error (an option's name on the
+    command line)."""
+    if values is None:
+        return [0.0] * n_images
+    out = [float(v) for v in values]
+    if len(out) != n_images or not all(v >= 0 for v in out):  # NaN fails too
+        raise InputError(
+            f"{name} needs one value >= 0 mm per {per} ({n_images}), got {out}", hint=hint
+        )
+    return out
+
+
 def _check_seeds(seeds: sitk.Image, ref: sitk.Image, path, *, ref_name="the image") -> None:
     """Seeds on ``ref``'s grid with at least two labels; errors name the seeds file ``path``."""
     if seeds.GetDimension() != 3 or seeds.GetNumberOfComponentsPerPixel() != 1:

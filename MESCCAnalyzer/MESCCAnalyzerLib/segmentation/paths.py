@@ -69,7 +69,14 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
-from .inputs import STRUCTURE_LABELS, Box, check_inputs, joint_smooth, region_box
+from .inputs import (
+    STRUCTURE_LABELS,
+    Box,
+    check_inputs,
+    check_resolutions,
+    joint_smooth,
+    region_box,
+)
 
 # the 13 neighbour offsets (k, j, i) whose first non-zero component is positive; with their
 # opposites they are the 26 neighbours
@@ -731,13 +738,7 @@ class PathGrower:
     ):
         check_inputs(images, roi=roi)
         self.images = list(images)
-        resolution = [0.0] * len(self.images) if resolution_mm is None else list(resolution_mm)
-        if len(resolution) != len(self.images) or any(not v >= 0 for v in resolution):
-            raise InputError(
-                f"resolution_mm needs one value >= 0 per image ({len(self.images)}), got "
-                f"{resolution_mm}"
-            )
-        self.resolution_mm = [float(v) for v in resolution]
+        self.resolution_mm = check_resolutions(resolution_mm, len(self.images))
         self.roi = roi
         self.params = params or PathParameters()
         self.model: CostModel | None = None
