@@ -304,6 +304,7 @@ def measure(
     labels: sitk.Image,
     pet_on_mri: sitk.Image | None = None,
     *,
+    mri: sitk.Image | None = None,
     levels: LevelSource | None = None,
     prv_mm: float = DEFAULT_PRV_MM,
     progress: ProgressCallback | None = None,
@@ -311,9 +312,16 @@ def measure(
 ) -> MetricsResult:
     """Compression metrics, Bilsky grade, PET uptake, surface models and vertebral levels of
     ``labels`` (``levels`` names them; unnamed numbering without it; ``prv_mm`` is the cord
-    PRV's margin)."""
+    PRV's margin). ``mri``: the MRI the labels were drawn on (their grid): the cord's outline
+    from its partial volume, to a fraction of a voxel."""
     return metrics_mod.compute_metrics(
-        labels, pet_on_mri, levels=levels, prv_mm=prv_mm, progress=progress, cancel=cancel
+        labels,
+        pet_on_mri,
+        mri=mri,
+        levels=levels,
+        prv_mm=prv_mm,
+        progress=progress,
+        cancel=cancel,
     )
 
 
@@ -439,7 +447,14 @@ def run_analysis(
         cancel=cancel,
     )
     begin("metrics")
-    result = measure(labels, pet_on_mri, levels=study.levels, prv_mm=request.prv_mm, cancel=cancel)
+    result = measure(
+        labels,
+        pet_on_mri,
+        mri=reference,
+        levels=study.levels,
+        prv_mm=request.prv_mm,
+        cancel=cancel,
+    )
     if diffusion is not None:
         add_adc_metrics(result, diffusion.adc_on_mri, labels)
     elif study.dwi is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import InputError, MESCCError
 from ..measure import metrics as metrics_lib
 from ..measure.levels import check_grid, parse_anchor
+from ..measure.partial_volume import check_grid as check_mri_grid
 from ..outputs import atomic_dir, check_output_dir, guard_outputs
 from .args import add_prv_argument, positive_float
 from .level_args import add_level_arguments
@@ -20,7 +21,8 @@ DESCRIPTION = (
     "DIR/metrics.json (with the Bilsky grade and its reason), DIR/sections.csv (one row per "
     "section) and DIR/models/*.vtp (closed surfaces in LPS with distance maps, the "
     "centreline). With --pet (an SUV image on the labelmap's grid): SUVmax, SUVpeak, "
-    "SUVmean, MTV and TLG of the mass."
+    "SUVmean, MTV and TLG of the mass. With --mri (the MRI the labels were drawn on): the "
+    "cord's outline to a fraction of a voxel from the MRI's partial volume."
 )
 
 
@@ -32,6 +34,12 @@ def add_arguments(parser) -> None:
         help="labelmap (.nii.gz, .nrrd, .mha) or .seg.nrrd",
     )
     parser.add_argument("--pet", metavar="SUV", help="SUV image on the labelmap's grid (optional)")
+    parser.add_argument(
+        "--mri",
+        metavar="IMAGE",
+        help="the MRI the labels were drawn on, on their grid (optional): the cord's diameters "
+        "and areas from its partial volume, to a fraction of a voxel",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--step-mm",
@@ -59,11 +67,12 @@ def _load(path: Path, what: str):
 def run(args, term) -> int:
     labels_path = Path(args.labels)
     pet_path = Path(args.pet) if args.pet else None
+    mri_path = Path(args.mri) if args.mri else None
     vertebrae_path = Path(args.vertebrae) if args.vertebrae else None
     out = Path(args.out)
     guard_outputs(
         [out, out / "metrics.json", out / "sections.csv", out / "models"],
-        [p for p in (labels_path, pet_path, vertebrae_path) if p],
+        [p for p in (labels_path, pet_path, mri_path, vertebrae_path) if p],
     )
     check_output_dir(out)
     anchor = parse_anchor(args.level_anchor) if args.level_anchor else None
@@ -75,6 +84,10 @@ def run(args, term) -> int:
     metrics_lib.validate_labels(labels, path=labels_path)
     if pet is not None:
         metrics_lib.validate_labels(labels, path=labels_path, pet=pet, pet_path=pet_path)
+    mri = None
+    if mri_path is not None:
+        mri = _load(mri_path, "MRI")
+        check_mri_grid(labels, mri, mri_path)
     levels = None
     if vertebrae_path is not None:
         vertebrae = _load(vertebrae_path, "vertebra labelmap")
@@ -86,6 +99,7 @@ def run(args, term) -> int:
     result = metrics_lib.compute_metrics(
         labels,
         pet,
+        mri=mri,
         levels=levels,
         section_step_mm=args.step_mm,
         prv_mm=args.prv_mm,

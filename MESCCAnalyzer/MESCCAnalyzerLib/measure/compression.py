@@ -174,10 +174,11 @@ class _LabelSampler:
     interpolator (scalar images: much faster than one vector image); outside reads 0.
     """
 
-    def __init__(self, labels: sitk.Image, values):
+    def __init__(self, labels: sitk.Image, values, shares: dict[int, sitk.Image] | None = None):
         arr = sitk.GetArrayViewFromImage(labels)
+        shares = shares or {}
         self.masks = {
-            v: sitk.Cast(sitk.Equal(labels, int(v)), sitk.sitkFloat32)
+            v: shares[v] if v in shares else sitk.Cast(sitk.Equal(labels, int(v)), sitk.sitkFloat32)
             for v in values
             if (arr == v).any()
         }
@@ -414,6 +415,7 @@ def measure_sections(
     csf_label: int = 2,
     mass_label: int = 3,
     full_extent: sitk.Image | None = None,
+    shares: dict[int, sitk.Image] | None = None,
     pixel_mm: float | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
@@ -422,6 +424,9 @@ def measure_sections(
 
     ``full_extent``: the uncropped image when ``labels`` is a crop, so that sections reaching
     beyond the scanned volume are flagged invalid.
+    ``shares``: float images (label value -> its share of each voxel, on the labels' grid)
+    sampled instead of that label's 0/1 mask: the cord's and the CSF's sub-voxel outline from
+    the MRI (:mod:`.partial_volume`).
     """
     progress = progress or no_progress
     spacing = np.asarray(labels.GetSpacing(), dtype=np.float64)
@@ -431,7 +436,7 @@ def measure_sections(
     margin_mm = 0.5 * float(spacing.min())
     grids = _section_grids(labels, line, cord_label, csf_label, mass_label, pixel_mm)
     fine, coarse = grids.fine, grids.coarse
-    sampler = _LabelSampler(labels, (cord_label, csf_label, mass_label))
+    sampler = _LabelSampler(labels, (cord_label, csf_label, mass_label), shares)
     box = _ImageBox(full_extent if full_extent is not None else labels)
 
     lr, ap = section_axes(line.tangents_lps)

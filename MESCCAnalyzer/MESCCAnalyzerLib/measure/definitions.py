@@ -472,6 +472,14 @@ METRICS: tuple[Metric, ...] = (
         "then absent and the narrowing flags judge the cord alone",
     ),
     Metric(
+        "cord_outline",
+        "Cord outline",
+        "",
+        "\"mri\": the cord's edge placed within its voxels from the MRI's partial volume "
+        '(against CSF, mass, fat and cortex where they differ from the cord); "labels": whole '
+        "voxels of the labelmap (no MRI given)",
+    ),
+    Metric(
         "levels",
         "Levels",
         "",

@@ -29,7 +29,7 @@ from ..outputs import atomic_dir, write_image, write_json, write_text
 from ..pet import uptake
 from ..progress import CancelCallback, ProgressCallback, check, no_progress, sub_progress
 from ..segmentation.seeds import OTHER_LABEL, axial_axis_kji
-from . import bilsky, compression, margins, narrowing, surfaces
+from . import bilsky, compression, margins, narrowing, partial_volume, surfaces
 from . import lesions as lesion_regions
 from . import levels as level_maps
 from .centerline import Centerline, fit_centerline, voxel_points_lps
@@ -195,8 +195,8 @@ def mass_edge_note(labels: sitk.Image) -> str | None:
 # ---------------------------------------------------------------------------------------
 # Computation
 # ---------------------------------------------------------------------------------------
-def _crop(labels: sitk.Image) -> sitk.Image:
-    """The labelmap cropped to its cord/CSF/mass bounding box plus a margin (bone kept)."""
+def _crop_box(labels: sitk.Image) -> tuple[slice, slice, slice]:
+    """The (i, j, k) index ranges of the labelmap's cord/CSF/mass bounding box plus a margin."""
     arr = sitk.GetArrayViewFromImage(labels)
     roi = (arr == LABEL_CORD) | (arr == LABEL_CSF) | (arr == LABEL_MASS)
     idx = [
@@ -211,7 +211,7 @@ def _crop(labels: sitk.Image) -> sitk.Image:
         min(n, int(ix[-1] + np.ceil(CROP_MARGIN_MM / sp)) + 1)
         for ix, sp, n in zip(idx, spacing, arr.shape, strict=True)
     ]
-    return labels[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
+    return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])
 
 
 def _mask(labels: sitk.Image, values) -> sitk.Image:
@@ -389,6 +389,7 @@ def compute_metrics(
     labels: sitk.Image,
     pet: sitk.Image | None = None,
     *,
+    mri: sitk.Image | None = None,
     levels: LevelSource | None = None,
     section_step_mm: float = 1.0,
     prv_mm: float = margins.DEFAULT_PRV_MM,
@@ -404,6 +405,8 @@ def compute_metrics(
     lesion, no grade, the cord and canal level by level with their narrowing flags.
 
     ``pet``: an SUV image on the same grid (adds suv_max, suv_peak, suv_mean, mtv_ml, tlg).
+    ``mri``: the MRI the labels were drawn on, on the same grid: the cord's outline is then
+    measured to a fraction of a voxel from its partial volume (:mod:`.partial_volume`).
     ``levels``: how to name the vertebral levels (:class:`LevelSource`; unnamed by default).
     ``prv_mm``: the margin of the cord's planning risk volume (``cord_prv_volume_ml``, of the
     whole cord and of each lesion's levels).
@@ -415,6 +418,8 @@ def compute_metrics(
     prv_mm = margins.check_margin(prv_mm)
     if levels is not None and levels.vertebrae is not None:
         level_maps.check_grid(levels.vertebrae, labels, levels.vertebrae_path)
+    if mri is not None:
+        partial_volume.check_grid(labels, mri)
     surfaces.enable_threads()
     stage = _Stages(timer, cancel)
 
@@ -422,7 +427,12 @@ def compute_metrics(
     labels_u8 = (
         sitk.Cast(labels, sitk.sitkUInt8) if labels.GetPixelID() != sitk.sitkUInt8 else labels
     )
-    crop = _crop(labels_u8)
+    box = _crop_box(labels_u8)
+    crop = labels_u8[box]
+    shares = None
+    if mri is not None:
+        fractions = partial_volume.cord_fractions(crop, mri[box])
+        shares = {LABEL_CORD: fractions.cord, LABEL_CSF: fractions.csf}
     voxel_mm = float(np.asarray(crop.GetSpacing(), dtype=np.float64).min())
     masks = _structure_masks(crop)
     has_canal = bool((sitk.GetArrayViewFromImage(crop) == LABEL_CSF).any())
@@ -437,6 +447,7 @@ def compute_metrics(
         crop,
         line,
         full_extent=labels_u8,
+        shares=shares,
         progress=sub_progress(progress, 0.05, 0.55),
         cancel=cancel,
     )
@@ -512,6 +523,7 @@ def compute_metrics(
         "total_mass_volume_ml": float(sum(m["mass_volume_ml"] for m in per_lesion)),
         "lesions": per_lesion,
         **_study_values(sections, labels_u8, section_step_mm, has_canal),
+        "cord_outline": "mri" if shares is not None else "labels",
         **_level_values(level_map, rows),
     }
     if pet is not None:

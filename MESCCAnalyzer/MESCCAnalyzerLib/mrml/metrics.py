@@ -381,6 +381,7 @@ def compute_metrics_nodes(
     pet_node=None,
     *,
     reference_node=None,
+    mri_node=None,
     levels: LevelSource | None = None,
     progress=None,
     cancel=None,
@@ -392,10 +393,13 @@ def compute_metrics_nodes(
     volume whose grid a segmentation node is exported onto (its source volume by default).
     ``levels``: how the vertebral levels are named (see
     :func:`.levels.level_source_from_nodes`); numbered from the top without it.
+    ``mri_node``: the MRI the labels were drawn on: the cord's outline is measured from its
+    partial volume (resampled onto the labels' grid like the PET).
     """
     labels = _labels_from_node(labels_node, reference_node)
     pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
-    result = compute_metrics(labels, pet, levels=levels, progress=progress, cancel=cancel)
+    mri = volume_on_grid(mri_node, labels) if mri_node is not None else None
+    result = compute_metrics(labels, pet, mri=mri, levels=levels, progress=progress, cancel=cancel)
     return add_metrics_nodes(scene, result)
 
 

@@ -353,7 +353,14 @@ class Workflow:
         levels = level_source_from_nodes(vertebrae_node, level_anchor_node)
         labels = labels_from_segmentation_node(segmentation_node, mri_node)
         pet = volume_on_grid(pet_node, labels) if pet_node is not None else None
-        self.last_metrics = measure(labels, pet, levels=levels, progress=progress, cancel=cancel)
+        self.last_metrics = measure(
+            labels,
+            pet,
+            mri=volume_on_grid(mri_node, labels),
+            levels=levels,
+            progress=progress,
+            cancel=cancel,
+        )
         if adc_node is not None:
             add_adc_metrics(self.last_metrics, adc_on_grid(adc_node, labels), labels)
         nodes = add_metrics_nodes(self.scene, self.last_metrics)

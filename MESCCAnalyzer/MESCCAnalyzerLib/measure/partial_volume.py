@@ -1,0 +1,173 @@
+"""Sub-voxel cord and CSF fractions from the MRI's partial volume.
+
+A labelmap gives each voxel to the tissue at its centre, so a chord across it is a whole
+number of voxels: a cord flattened to 2.5 mm, on 0.6 mm pixels, is 4 or 5 pixels across
+(2.4 or 3.0 mm) depending on where its edges fall, up to 8 MSCC points of a 6.3 mm
+reference. The MRI still holds the edge: a voxel on the cord's outline mixes the cord and
+its neighbour, and its intensity ``I`` lies between theirs. With ``mu_cord`` and
+``mu_other`` the local means of the two tissues, ``f = (I - mu_other) / (mu_cord - mu_other)``
+is the cord's share of that voxel.
+
+:func:`cord_fractions` applies this on the cord's outline, in each slice (the chords are
+measured in the section planes): the cord voxels with a non-cord neighbour and the non-cord
+voxels with a cord neighbour (4-neighbours in the slice). The neighbour tissue is taken from
+the labels, against the CSF and the mass only: each is one tissue, while the other labels
+hold several (bone: marrow and cortex; background: fat, disc, muscle) whose local mean would
+not be the neighbour's intensity. The local means come from the voxels off every outline
+(Gaussian-weighted, ``MEAN_SIGMA_MM``), so they follow a coil's shading; a voxel is refined
+only where the two means differ by ``MIN_CONTRAST`` times the noise (the spread of the
+cord's own voxels), else it keeps its label. Fractions are clipped to [0, 1]: a voxel holds
+no less than none and no more than all of the cord.
+
+The CSF takes the rest of the voxels it shares with the cord (``1 - f`` where the neighbour
+is CSF), so the thecal sac (cord + CSF) keeps its outline while the cord's edge inside it
+moves; against the mass, the sac's edge is the cord's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+
+# Gaussian width of the local tissue means (mm): wide enough to average many voxels of a
+# tissue, narrow next to a coil's shading (a few % per cm).
+MEAN_SIGMA_MM = 3.0
+# The neighbour tissue's mean is taken 2 to SHELL_PIXELS pixels beyond the edge, where it
+# must look like one tissue: a spread of at most MAX_SPREAD times the noise.
+SHELL_PIXELS = 4
+MAX_SPREAD = 2.0
+# Smallest Gaussian weight of a local mean (about a tenth of a voxel's own weight).
+MIN_WEIGHT = 1e-3
+# Contrast needed to refine an edge, in units of the noise: below it one voxel's fraction
+# would be mostly noise (at 4 sigma its error is a quarter of a voxel).
+MIN_CONTRAST = 4.0
+
+
+@dataclass
+class Fractions:
+    """Cord and CSF shares of each voxel (float32 images on the labels' grid) and how many
+    outline voxels were refined against each neighbour."""
+
+    cord: sitk.Image
+    csf: sitk.Image
+    refined: dict[str, int]
+
+
+def check_grid(labels: sitk.Image, image: sitk.Image, path=None) -> None:
+    """:class:`InputError` (naming ``path``) unless ``image`` is one 3D scalar image on the
+    labels' grid."""
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("the MRI must be one 3D image with one value per voxel", path=path)
+    same = (
+        image.GetSize() == labels.GetSize()
+        and np.allclose(image.GetSpacing(), labels.GetSpacing(), rtol=1e-5, atol=1e-6)
+        and np.allclose(image.GetOrigin(), labels.GetOrigin(), atol=1e-3)
+        and np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-5)
+    )
+    if not same:
+        raise InputError(
+            "the MRI is not on the labelmap's grid (size, spacing, origin or direction differ)",
+            path=path,
+            hint="give the MRI the labels were drawn on",
+        )
+
+
+def _neighbours_in_slice(mask: np.ndarray) -> np.ndarray:
+    """Voxels with at least one of their four in-slice neighbours in ``mask`` (k, j, i)."""
+    out = np.zeros_like(mask)
+    out[:, 1:, :] |= mask[:, :-1, :]
+    out[:, :-1, :] |= mask[:, 1:, :]
+    out[:, :, 1:] |= mask[:, :, :-1]
+    out[:, :, :-1] |= mask[:, :, 1:]
+    return out
+
+
+def _local_stats(
+    image: np.ndarray, mask: np.ndarray, ref: sitk.Image
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-weighted mean and standard deviation of ``image`` over ``mask`` around each
+    voxel (nan where the mask has too little weight)."""
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        img = sitk.GetImageFromArray(a.astype(np.float64))
+        img.CopyInformation(ref)
+        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, MEAN_SIGMA_MM))
+
+    weight = smooth(mask.astype(np.float64))
+    values = np.where(mask, image, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        few = weight < MIN_WEIGHT
+        mean = np.where(few, np.nan, smooth(values) / weight)
+        var = np.where(few, np.nan, smooth(values * values) / weight - mean * mean)
+    return mean, np.sqrt(np.clip(var, 0.0, None))
+
+
+def cord_fractions(
+    labels: sitk.Image,
+    image: sitk.Image,
+    *,
+    cord_label: int = 1,
+    csf_label: int = 2,
+    neighbours: tuple[int, ...] = (2, 3, 0, 4),
+) -> Fractions:
+    """The cord's and the CSF's share of each voxel of ``labels`` (see the module docstring).
+
+    ``image``: the MRI the labels were drawn on, on the same grid (else :class:`InputError`).
+    ``neighbours``: the labels the cord's edge is refined against (CSF, mass, background,
+    bone). Voxels off the cord's outline keep their labels (1 or 0).
+    """
+    check_grid(labels, image)
+    lab = sitk.GetArrayViewFromImage(labels)
+    img = sitk.GetArrayFromImage(image).astype(np.float64)
+    cord = lab == cord_label
+    cord_f = cord.astype(np.float64)
+    csf_f = (lab == csf_label).astype(np.float64)
+    refined: dict[int, int] = {}
+    outer = _neighbours_in_slice(cord) & ~cord
+    inner = _neighbours_in_slice(~cord) & cord
+    edges = np.zeros_like(cord)  # voxels on any outline between labels (mixed)
+    for value in np.unique(lab):
+        m = lab == value
+        edges |= _neighbours_in_slice(~m) & m
+    pure_cord = cord & ~edges
+    if not outer.any() or pure_cord.sum() < 10:
+        return Fractions(_like(cord_f, labels), _like(csf_f, labels), refined)
+    mu_cord, _ = _local_stats(img, pure_cord, labels)
+    residual = (img - mu_cord)[pure_cord]
+    residual = residual[np.isfinite(residual)]
+    noise = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), 1e-9)
+    # the tissue just beyond the cord's edge: off every outline, 2 to SHELL_PIXELS pixels out
+    near = outer.copy()
+    for _ in range(SHELL_PIXELS - 1):
+        near |= _neighbours_in_slice(near)
+    shell = near & ~outer & ~cord & ~edges
+    for value in neighbours:
+        other = lab == value
+        band = (outer & other) | (inner & _neighbours_in_slice(other))
+        if not band.any():
+            continue
+        mu_other, sd_other = _local_stats(img, shell & other, labels)
+        contrast = mu_cord - mu_other
+        ok = (
+            band
+            & np.isfinite(contrast)
+            & (np.abs(contrast) >= MIN_CONTRAST * noise)
+            & (sd_other <= MAX_SPREAD * noise)
+        )
+        if not ok.any():
+            continue
+        f = np.clip((img[ok] - mu_other[ok]) / contrast[ok], 0.0, 1.0)
+        cord_f[ok] = f
+        csf_f[ok] = 1.0 - f if value == csf_label else 0.0
+        refined[int(value)] = int(ok.sum())
+    return Fractions(_like(cord_f, labels), _like(csf_f, labels), refined)
+
+
+def _like(a: np.ndarray, ref: sitk.Image) -> sitk.Image:
+    img = sitk.GetImageFromArray(a.astype(np.float32))
+    img.CopyInformation(ref)
+    return img
