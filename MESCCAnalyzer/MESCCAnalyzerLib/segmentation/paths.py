@@ -8,10 +8,11 @@ the contrast. Issue 16's method, in use as :class:`~.grow.SeedGrower`; ``docs/se
 has its battery.
 
 **Features** (once per region, cached for updates): each channel is cropped to the region and
-denoised by gradient anisotropic diffusion (:func:`denoise`, ITK; its conductance is relative
-to the channel's own gradients). Path costs sum intensity changes, and in raw noisy tissue
-every step adds noise: the fronts then meet where the seeds are densest rather than at the
-edges. Diffusion removes most of that noise and keeps the boundaries' steps.
+denoised by gradient anisotropic diffusion (:func:`denoise`, ITK's filter in numba; its
+conductance is relative to the channel's own gradients). Path costs sum intensity changes,
+and in raw noisy tissue every step adds noise: the fronts then meet where the seeds are
+densest rather than at the edges. Diffusion removes most of that noise and keeps the
+boundaries' steps.
 
 The model (:class:`CostModel`, learnt by :func:`learn_model` from the seeded voxels):
 
@@ -52,7 +53,7 @@ only the voxels the new strokes win (or whose paths they re-price) are touched, 
 result equals a full re-solve with the same model. Removed or relabelled strokes, or a new
 label, re-learn the model and re-solve everything.
 
-Compilation: the kernels are compiled on the first solve in a process (a few seconds) and
+Compilation: the kernels are compiled on their first use in a process (a few seconds) and
 cached on disk by numba beside this file (``__pycache__``), else in the user's cache
 directory (``NUMBA_CACHE_DIR`` to choose); where neither is writable they are compiled again
 in each process, and nothing fails.
@@ -60,6 +61,7 @@ in each process, and nothing fails.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,6 +89,16 @@ _CANONICAL = tuple(
     for di in (-1, 0, 1)
     if (dk, dj, di) > (0, 0, 0)
 )
+
+
+def _jit(func):
+    """``numba.njit`` without the GIL, its machine code cached on disk. Where no cache
+    directory is writable numba refuses ``cache=True`` as the function is defined: then it
+    is compiled once per process instead (nothing global is set)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
+        return numba.njit(nogil=True)(func)
 
 
 @dataclass(frozen=True)
@@ -333,42 +345,63 @@ def unlikeliness(
     return np.sqrt(nll, out=nll)
 
 
+@_jit
+def _window_extremes(low_in, high_in, radius, low, high):
+    """``low``/``high`` (outer, n, inner): the least of ``low_in`` and the greatest of
+    ``high_in`` within ``radius`` voxels either side along the middle axis, the window cut
+    at the ends (ITK's erosion and dilation with a box). One axis of a separable box."""
+    outer, n, inner = low_in.shape
+    for o in range(outer):
+        for t in range(n):
+            first, last = max(t - radius, 0), min(t + radius, n - 1)
+            for c in range(inner):
+                low[o, t, c] = low_in[o, first, c]
+                high[o, t, c] = high_in[o, first, c]
+            for s in range(first + 1, last + 1):
+                for c in range(inner):
+                    low[o, t, c] = min(low[o, t, c], low_in[o, s, c])
+                    high[o, t, c] = max(high[o, t, c], high_in[o, s, c])
+
+
 def value_ranges(
     channel: np.ndarray, spacing_kji: np.ndarray, radius_mm: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high): the least and greatest value of ``channel`` (k, j, i) in a box of
     ``radius_mm`` either side of each voxel along each axis (``round(radius_mm / spacing)``
-    voxels; grey erosion and dilation). Under half a voxel on every axis: the channel itself.
+    voxels; grey erosion and dilation, float32). Under half a voxel on every axis: the
+    channel itself.
 
     Why: a channel of coarser resolution than the grid (a PET of 4 mm voxels on a 0.6 mm MRI)
     spreads each tissue's value over its neighbours. Next to a hot mass the thin cord reads
     two to four times its own SUV; compared point by point, the cord's own voxels are then
     "unlike cord" and the mass takes them. Within its resolution the channel says which
     values are *near* a voxel, not which one is *at* it: any of them fits.
+
+    A box's extremes are those of its rows' extremes, axis by axis (:func:`_window_extremes`):
+    exact, and more than 10 times faster than ITK's ``GrayscaleErode``/``GrayscaleDilate``,
+    which miss the true extreme by a few float32 ulps at some voxels.
     """
-    image = sitk.GetImageFromArray(np.ascontiguousarray(channel, dtype=np.float32))
-    image.SetSpacing(tuple(float(v) for v in np.asarray(spacing_kji)[::-1]))
-    radius = [int(round(radius_mm / float(v))) for v in image.GetSpacing()]
+    radius = [int(round(radius_mm / float(v))) for v in np.asarray(spacing_kji)]
     if max(radius) == 0:
         return channel, channel
-    low = sitk.GrayscaleErode(image, radius, sitk.sitkBox)
-    high = sitk.GrayscaleDilate(image, radius, sitk.sitkBox)
-    return sitk.GetArrayFromImage(low), sitk.GetArrayFromImage(high)
+    low = high = np.ascontiguousarray(channel, dtype=np.float32)
+    shape = low.shape
+    for axis, r in enumerate(radius):
+        if r == 0:
+            continue
+        # a C-ordered array is (outer, n, inner) around any axis, without a copy
+        rows = (int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1 :])))
+        low_out, high_out = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        _window_extremes(
+            low.reshape(rows), high.reshape(rows), r, low_out.reshape(rows), high_out.reshape(rows)
+        )
+        low, high = low_out, high_out
+    return low, high
 
 
 # --------------------------------------------------------------------------------------------
 # The shortest-path solver
 # --------------------------------------------------------------------------------------------
-
-
-def _jit(func):
-    """``numba.njit`` without the GIL, its machine code cached on disk. Where no cache
-    directory is writable numba refuses ``cache=True`` as the function is defined: then it
-    is compiled once per process instead (nothing global is set)."""
-    try:
-        return numba.njit(cache=True, nogil=True)(func)
-    except RuntimeError:  # "cannot cache function ...: no locator available for file ..."
-        return numba.njit(nogil=True)(func)
 
 
 _CHUNK = 1 << 17  # voxels settled per kernel call: ``cancel`` is asked between calls
@@ -694,25 +727,130 @@ class _Graph:
 # --------------------------------------------------------------------------------------------
 
 
+# ITK's GradientAnisotropicDiffusionImageFilter on a float image, step for step: float32
+# pixels and update buffer, float64 inside a voxel's update, the image's edges mirrored (zero
+# flux), the conductance rescaled by the mean squared gradient before each iteration.
+
+
+@_jit
+def _half_difference(after, before, scale):
+    """ITK's central derivative: the float32 difference halved in float32, then scaled in
+    float64 (``scale`` = 1 / spacing)."""
+    return np.float64((after - before) / np.float32(2.0)) * scale
+
+
+@_jit
+def _face_flux(forward, across_a, across_b, k):
+    """The flux through one voxel face: the forward difference ``forward`` (scaled) times
+    ITK's conductance ``exp((forward^2 + accum) / K)``; ``across_a``, ``across_b``: the two
+    other axes' central derivatives summed over the face's two voxels, in ITK's axis order."""
+    accum = 0.25 * (across_a * across_a)
+    accum += 0.25 * (across_b * across_b)
+    conductance = 0.0 if k == 0.0 else math.exp((forward * forward + accum) / k)
+    return forward * conductance
+
+
+@_jit
+def _mean_gradient_squared(u, sx, sy, sz):
+    """ITK's mean squared gradient magnitude of ``u`` (k, j, i), central differences."""
+    nk, nj, ni = u.shape
+    total = 0.0
+    for k in range(nk):
+        km, kp = max(k - 1, 0), min(k + 1, nk - 1)
+        for j in range(nj):
+            jm, jp = max(j - 1, 0), min(j + 1, nj - 1)
+            for i in range(ni):
+                im, ip = max(i - 1, 0), min(i + 1, ni - 1)
+                for d in (
+                    np.float64(u[k, j, ip] - u[k, j, im]) / -2.0 * sx,
+                    np.float64(u[k, jp, i] - u[k, jm, i]) / -2.0 * sy,
+                    np.float64(u[kp, j, i] - u[km, j, i]) / -2.0 * sz,
+                ):
+                    total += d * d
+    return total / u.size
+
+
+@_jit
+def _diffuse(u, scales, time_step, conductance, iterations):
+    """``iterations`` of gradient anisotropic diffusion of ``u`` (k, j, i, float32), in place;
+    ``scales``: 1 / spacing along i, j, k. Every voxel's update is the sum over its six faces
+    of the flux through them (:func:`_face_flux`); the flux a voxel sends forward is, bit for
+    bit, the one its neighbour receives backward in ITK, so each face's is computed once and
+    kept for the neighbour (one row of j faces, one plane of k faces): 3 exponentials per
+    voxel instead of ITK's 6."""
+    nk, nj, ni = u.shape
+    sx, sy, sz = scales
+    update = np.empty_like(u)
+    flux_j = np.empty(ni)  # through the previous row's j + 1/2 faces
+    flux_k = np.empty((nj, ni))  # through the previous plane's k + 1/2 faces
+    for _ in range(iterations):
+        k_parameter = np.float32(
+            _mean_gradient_squared(u, sx, sy, sz) * conductance * conductance * -2.0
+        )
+        flux_k[:] = 0.0  # the image's edges pass nothing
+        for k in range(nk):
+            km, kp = max(k - 1, 0), min(k + 1, nk - 1)
+            flux_j[:] = 0.0
+            for j in range(nj):
+                jm, jp = max(j - 1, 0), min(j + 1, nj - 1)
+                flux_i = 0.0
+                for i in range(ni):
+                    im, ip = max(i - 1, 0), min(i + 1, ni - 1)
+                    c = u[k, j, i]
+                    dx = _half_difference(u[k, j, ip], u[k, j, im], sx)
+                    dy = _half_difference(u[k, jp, i], u[k, jm, i], sy)
+                    dz = _half_difference(u[kp, j, i], u[km, j, i], sz)
+                    fi = _face_flux(
+                        np.float64(u[k, j, ip] - c) * sx,
+                        dy + _half_difference(u[k, jp, ip], u[k, jm, ip], sy),
+                        dz + _half_difference(u[kp, j, ip], u[km, j, ip], sz),
+                        k_parameter,
+                    )
+                    fj = _face_flux(
+                        np.float64(u[k, jp, i] - c) * sy,
+                        dx + _half_difference(u[k, jp, ip], u[k, jp, im], sx),
+                        dz + _half_difference(u[kp, jp, i], u[km, jp, i], sz),
+                        k_parameter,
+                    )
+                    fk = _face_flux(
+                        np.float64(u[kp, j, i] - c) * sz,
+                        dx + _half_difference(u[kp, j, ip], u[kp, j, im], sx),
+                        dy + _half_difference(u[kp, jp, i], u[kp, jm, i], sy),
+                        k_parameter,
+                    )
+                    delta = fi - flux_i  # ITK's order: i, j, k
+                    delta += fj - flux_j[i]
+                    delta += fk - flux_k[j, i]
+                    update[k, j, i] = np.float32(delta)
+                    flux_i, flux_j[i], flux_k[j, i] = fi, fj, fk
+        flat, change = u.reshape(-1), update.reshape(-1)
+        for n in range(flat.size):
+            flat[n] += np.float32(np.float64(change[n]) * time_step)
+
+
 def denoise(image: sitk.Image, iterations: int, conductance: float) -> np.ndarray:
     """(k, j, i) float32 array of ``image`` after ``iterations`` of gradient anisotropic
-    diffusion (Perona-Malik, ITK): flat tissue is smoothed, edges kept. The time step is the
-    stable one for 3D (an eighth of the smallest spacing over two); ITK scales the
-    conductance by the image's mean gradient magnitude, so it has no intensity unit.
+    diffusion (Perona-Malik, ITK's filter): flat tissue is smoothed, edges kept. The time
+    step is the stable one for 3D (an eighth of the smallest spacing over two); ITK scales
+    the conductance by the image's mean gradient magnitude, so it has no intensity unit.
 
     Why: the path cost sums the intensity changes along a path, and in noisy tissue every
     step adds noise; diffusion removes most of it while keeping the boundaries' steps (real
     T1w cord Dice 0.32-0.68 -> 0.89-0.90; battery T2-alone mass median 0.76 -> 0.92).
+
+    Computed by :func:`_diffuse`, ITK's arithmetic in numba: the same voxels as
+    ``sitk.GradientAnisotropicDiffusion`` (bit for bit on Linux x86-64), about 4 times
+    faster on one core.
     """
     image = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
     if iterations > 0:
-        image = sitk.GradientAnisotropicDiffusion(
-            image,
-            timeStep=0.0625 * min(image.GetSpacing()),
-            conductanceParameter=float(conductance),
-            numberOfIterations=int(iterations),
-        )
-    return sitk.GetArrayFromImage(image)
+        spacing = image.GetSpacing()
+        # a 2D image is one slice: its k faces pass nothing, as in ITK's 2D filter
+        scales = np.array([1.0 / s for s in spacing] + [1.0] * (3 - len(spacing)))
+        volume = array.reshape((1,) * (3 - array.ndim) + array.shape)
+        _diffuse(volume, scales, 0.0625 * min(spacing), float(conductance), int(iterations))
+    return array
 
 
 class PathGrower:
