@@ -192,27 +192,35 @@ def test_a_whole_spine_without_a_mass_has_no_lesion_no_grade_and_no_flag():
     assert all(row["canal_min_area_mm2"] > row["cord_min_csa_mm2"] > 0 for row in m["levels"])
 
 
+@pytest.mark.parametrize("with_mri", [False, True], ids=["labels", "with its MRI"])
 @pytest.mark.parametrize(
-    "mask",
+    "mask, mri",
     [
-        "sct_errsm30/t2_seg-manual.nii.gz",
-        "sct_errsm30/t1w_seg-manual.nii.gz",
-        "sct_errsm30/t2s_seg.nii.gz",
-        "sct_errsm30/mt1_seg.nii.gz",
-        "sct_fake_lesion/t2_fake_lesion_sc_seg.nii.gz",
+        ("sct_errsm30/t2_seg-manual.nii.gz", "sct_errsm30/t2.nii.gz"),
+        ("sct_errsm30/t1w_seg-manual.nii.gz", "sct_errsm30/t1w.nii.gz"),
+        ("sct_errsm30/t2s_seg.nii.gz", "sct_errsm30/t2s.nii.gz"),
+        ("sct_errsm30/mt1_seg.nii.gz", "sct_errsm30/mt1.nii.gz"),
+        ("sct_fake_lesion/t2_fake_lesion_sc_seg.nii.gz", "sct_fake_lesion/t2_fake_lesion.nii.gz"),
     ],
 )
-def test_healthy_real_cords_are_measured_with_no_lesion_and_no_flag(shared_data, mask):
-    """The SCT images' cord masks, cord only (no CSF label): measured end to end."""
-    cord = sitk.ReadImage(str(shared_data / mask))
-    m = compute_metrics(sitk.Cast(cord > 0, sitk.sitkUInt8)).metrics
+def test_healthy_real_cords_are_measured_with_no_lesion_and_no_flag(
+    shared_data, mask, mri, with_mri
+):
+    """The SCT images' cord masks, cord only (no CSF label): measured end to end, from the
+    labels alone and with the cord's outline from the image's partial volume (as `mescc
+    analyze` measures)."""
+    cord = sitk.Cast(sitk.ReadImage(str(shared_data / mask)) > 0, sitk.sitkUInt8)
+    image = sitk.ReadImage(str(shared_data / mri), sitk.sitkFloat32) if with_mri else None
+    m = compute_metrics(cord, mri=image).metrics
+    assert m["cord_outline"] == ("mri" if with_mri else "labels")
     assert m["lesion_count"] == 0 and m["bilsky_grade"] is None
     assert m["canal_measured"] is False
     assert m["levels"] and not any(row["flagged"] for row in m["levels"]), m["levels"]
     assert all(row["canal_min_area_mm2"] is None for row in m["levels"])
 
 
-def test_the_real_canal_of_tptbox_is_not_flagged(shared_data):
+@pytest.mark.parametrize("with_mri", [False, True], ids=["labels", "with its T2"])
+def test_the_real_canal_of_tptbox_is_not_flagged(shared_data, with_mri):
     """TPTBox C5-C7: its thecal sac (cord and CSF labels) is real; its cord label is a thin
     strip (7-41 mm2, see MANIFEST.md), so only the canal is judged."""
     folder = shared_data / "tptbox_cervical_t2"
@@ -222,7 +230,9 @@ def test_the_real_canal_of_tptbox_is_not_flagged(shared_data):
     labels[sa == 61], labels[sa == 60] = LABEL_CSF, LABEL_CORD
     image = sitk.GetImageFromArray(labels)
     image.CopyInformation(sub)
-    m = compute_metrics(image).metrics
+    t2 = folder / "sub-mri_label-6_T2w.nii.gz"
+    mri = sitk.ReadImage(str(t2), sitk.sitkFloat32) if with_mri else None
+    m = compute_metrics(image, mri=mri).metrics
     assert m["lesion_count"] == 0 and m["canal_measured"] is True
     assert not any("thecal sac" in row["flag_reason"] for row in m["levels"]), m["levels"]
 
