@@ -87,21 +87,24 @@ def _neighbours_in_slice(mask: np.ndarray) -> np.ndarray:
 
 
 def _local_stats(
-    image: np.ndarray, mask: np.ndarray, ref: sitk.Image
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-weighted mean and standard deviation of ``image`` over ``mask`` around each
-    voxel (nan where the mask has too little weight)."""
+    image: np.ndarray, mask: np.ndarray, ref: sitk.Image, *, spread: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gaussian-weighted mean and (with ``spread``) standard deviation of ``image`` over
+    ``mask`` around each voxel (nan where the mask has too little weight)."""
 
     def smooth(a: np.ndarray) -> np.ndarray:
-        img = sitk.GetImageFromArray(a.astype(np.float64))
+        img = sitk.GetImageFromArray(a.astype(np.float32))
         img.CopyInformation(ref)
-        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(img, MEAN_SIGMA_MM))
+        out = sitk.SmoothingRecursiveGaussian(img, MEAN_SIGMA_MM)
+        return sitk.GetArrayViewFromImage(out).astype(np.float64)
 
-    weight = smooth(mask.astype(np.float64))
+    weight = smooth(mask)
     values = np.where(mask, image, 0.0)
+    few = weight < MIN_WEIGHT
     with np.errstate(invalid="ignore", divide="ignore"):
-        few = weight < MIN_WEIGHT
         mean = np.where(few, np.nan, smooth(values) / weight)
+        if not spread:
+            return mean, None
         var = np.where(few, np.nan, smooth(values * values) / weight - mean * mean)
     return mean, np.sqrt(np.clip(var, 0.0, None))
 
@@ -136,7 +139,7 @@ def cord_fractions(
     pure_cord = cord & ~edges
     if not outer.any() or pure_cord.sum() < 10:
         return Fractions(_like(cord_f, labels), _like(csf_f, labels), refined)
-    mu_cord, _ = _local_stats(img, pure_cord, labels)
+    mu_cord, _ = _local_stats(img, pure_cord, labels, spread=False)
     residual = (img - mu_cord)[pure_cord]
     residual = residual[np.isfinite(residual)]
     noise = max(1.4826 * float(np.median(np.abs(residual - np.median(residual)))), 1e-9)
