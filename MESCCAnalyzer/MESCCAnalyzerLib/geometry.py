@@ -62,3 +62,14 @@ def bounds_lps(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
 def voxel_size_mm(image: sitk.Image) -> float:
     """Edge of the cube with the voxel's volume (geometric mean of the spacings), mm."""
     return float(np.prod(image.GetSpacing()) ** (1.0 / 3.0))
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, *, origin_tol_mm: float = 1e-3) -> bool:
+    """Whether two images share size, spacing, direction and origin (within
+    ``origin_tol_mm``): one voxel of ``a`` is then the same place as in ``b``."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-5, atol=1e-4)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=origin_tol_mm)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
+    )

@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..geometry import same_grid
 from .centerline import Centerline, voxel_points_lps
 
 REGIONS = (("C", 1, 7), ("T", 8, 12), ("L", 20, 6))  # name, first VerSe label, count
@@ -153,13 +154,7 @@ def _level_map(names, centres, extents, *, named: bool, source: str) -> LevelMap
 
 
 def check_grid(image: sitk.Image, reference: sitk.Image, path) -> None:
-    same = (
-        image.GetSize() == reference.GetSize()
-        and np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-        and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-3)
-        and np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-5)
-    )
-    if not same:
+    if not same_grid(image, reference):
         raise InputError(
             "the vertebra labelmap is on another grid than the labels",
             path=path,

@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..geometry import same_grid
 
 # Gaussian width of the local tissue means (mm): wide enough to average many voxels of a
 # tissue, narrow next to a coil's shading (a few % per cm).
@@ -50,11 +51,11 @@ MIN_CONTRAST = 4.0
 @dataclass
 class Fractions:
     """Cord and CSF shares of each voxel (float32 images on the labels' grid) and how many
-    outline voxels were refined against each neighbour."""
+    outline voxels were refined against each neighbour label."""
 
     cord: sitk.Image
     csf: sitk.Image
-    refined: dict[str, int]
+    refined: dict[int, int]
 
 
 def check_grid(labels: sitk.Image, image: sitk.Image, path=None) -> None:
@@ -62,13 +63,7 @@ def check_grid(labels: sitk.Image, image: sitk.Image, path=None) -> None:
     labels' grid."""
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("the MRI must be one 3D image with one value per voxel", path=path)
-    same = (
-        image.GetSize() == labels.GetSize()
-        and np.allclose(image.GetSpacing(), labels.GetSpacing(), rtol=1e-5, atol=1e-6)
-        and np.allclose(image.GetOrigin(), labels.GetOrigin(), atol=1e-3)
-        and np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-5)
-    )
-    if not same:
+    if not same_grid(image, labels):
         raise InputError(
             "the MRI is not on the labelmap's grid (size, spacing, origin or direction differ)",
             path=path,

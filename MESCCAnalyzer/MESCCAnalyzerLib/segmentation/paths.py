@@ -288,6 +288,101 @@ def learn_model(
     )
 
 
+@_jit
+def _unlikeliness_kernel(
+    z,
+    low,
+    high,
+    coarse_row,
+    centres,
+    log_weights,
+    offsets,
+    structure,
+    sharp2,
+    inv_h2,
+    cap,
+    outlier2,
+    other_rule,
+    out,
+):
+    """:func:`unlikeliness`'s voxels, one at a time, in float64: ``z`` (C, n) float32;
+    channel ``ch`` is measured by its range ``low``/``high`` (R, n) row ``coarse_row[ch]``
+    where that is not -1; ``centres`` (K, C) and ``log_weights`` (K,) of all the labels, label
+    ``row``'s at ``offsets[row]:offsets[row + 1]``; ``structure`` (L,) marks labels 1-4;
+    ``sharp2`` (C,) the squared relative sharpnesses. Writes ``out`` (L, n) float32.
+
+    Per label the log-sum-exp of ``log w - d2 / (2 width^2)`` is taken about its largest
+    term; terms more than 40 below it (each under 5e-18 of it) are left out of the sum: they
+    cannot change it in float64. A voxel with a NaN (or every term of a label -inf) is NaN
+    for every label, as numpy's arithmetic made it."""
+    n_channels, n = z.shape
+    n_labels = offsets.size - 1
+    most = 0
+    for row in range(n_labels):
+        most = max(most, offsets[row + 1] - offsets[row])
+    terms = np.empty(most)
+    nll = np.empty(n_labels)
+    value = np.empty(n_channels)
+    lo = np.empty(n_channels)
+    hi = np.empty(n_channels)
+    for v in range(n):
+        for ch in range(n_channels):
+            value[ch] = z[ch, v]
+            r = coarse_row[ch]
+            if r >= 0:
+                lo[ch] = low[r, v]
+                hi[ch] = high[r, v]
+        bad = False
+        nearest = np.inf  # squared sharpness-weighted distance to the nearest structure centre
+        best = cap
+        for row in range(n_labels):
+            first = offsets[row]
+            top = -np.inf
+            for c in range(first, offsets[row + 1]):
+                d2 = 0.0
+                sharp_d2 = 0.0
+                for ch in range(n_channels):
+                    mu = centres[c, ch]
+                    if coarse_row[ch] >= 0:
+                        below = lo[ch] - mu
+                        above = mu - hi[ch]
+                        step = max(below, above, 0.0)
+                        if below != below or above != above:
+                            step = np.nan
+                    else:
+                        step = value[ch] - mu
+                    step2 = step * step
+                    d2 += step2
+                    sharp_d2 += sharp2[ch] * step2
+                t = log_weights[c] - d2 * inv_h2
+                terms[c - first] = t
+                if t > top:
+                    top = t
+                elif t != t:
+                    bad = True
+                if structure[row] and sharp_d2 < nearest:
+                    nearest = sharp_d2
+            if top == -np.inf:
+                bad = True
+            total = 0.0
+            for k in range(offsets[row + 1] - first):
+                gap = terms[k] - top
+                if gap > -40.0:
+                    total += math.exp(gap)
+            nll[row] = -(top + math.log(total))
+            best = min(best, nll[row])
+        if bad:
+            for row in range(n_labels):
+                out[row, v] = np.nan
+            continue
+        unlike = other_rule and nearest > outlier2
+        for row in range(n_labels):
+            x = nll[row]
+            if unlike and not structure[row]:
+                x = min(x, best)
+            out[row, v] = math.sqrt(2.0 * max(x - best, 0.0))
+
+
 def unlikeliness(
     z: np.ndarray,
     model: CostModel,
@@ -302,47 +397,48 @@ def unlikeliness(
     along that channel.
 
     A voxel further than ``outlier_levels`` from every seeded sample of every *structure*
-    (labels 1-4; each channel weighted by its sharpness relative to the sharpest) is tissue the user stroked as none of them: there the "other" labels (above
-    4) are not unlikely at all, whatever "other" tissue was stroked (an unstroked disc next
-    to the mass is not mass because it is unlike "other" muscle too).
+    (labels 1-4; each channel weighted by its sharpness relative to the sharpest) is tissue
+    the user stroked as none of them: there the "other" labels (above 4) are not unlikely at
+    all, whatever "other" tissue was stroked (an unstroked disc next to the mass is not mass
+    because it is unlike "other" muscle too).
+
+    Float32 in and out (``z`` is read as float32); each voxel is computed in float64 by
+    :func:`_unlikeliness_kernel`.
     """
-    n = z.shape[1]
-    nll = np.empty((len(model.labels), n), dtype=np.float32)
-    h2 = 2.0 * params.kernel_width**2
-    nearest_structure = np.full(n, np.inf, dtype=np.float32)  # squared distance, levels^2
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    n_channels, n = z.shape
+    coarse = [ch for ch in range(n_channels) if ranges and ch in ranges]
+    coarse_row = np.full(n_channels, -1, dtype=np.int64)
+    coarse_row[coarse] = np.arange(len(coarse))
+    low = np.empty((len(coarse), n), dtype=np.float32)
+    high = np.empty((len(coarse), n), dtype=np.float32)
+    for r, ch in enumerate(coarse):
+        low[r], high[r] = ranges[ch]
     # a blurred channel (a PET on the MRI grid) averages over its point spread: near a hot
     # mass every tissue looks unlike its strokes there, so it counts by its relative sharpness
     relative_sharpness = model.sharpness / max(float(model.sharpness.max()), 1e-12)
-    for row, (centres, weights) in enumerate(zip(model.centres, model.weights, strict=True)):
-        log_terms = np.empty((len(centres), n), dtype=np.float32)
-        for c, (centre, weight) in enumerate(zip(centres, weights, strict=True)):
-            d2 = np.zeros(n, dtype=np.float32)
-            sharp_d2 = np.zeros(n, dtype=np.float32)
-            for ch in range(z.shape[0]):
-                mu = np.float32(centre[ch])
-                if ranges and ch in ranges:
-                    low, high = ranges[ch]
-                    step2 = np.maximum(np.maximum(low - mu, mu - high), np.float32(0.0)) ** 2
-                else:
-                    step2 = (z[ch] - mu) ** 2
-                d2 += step2
-                sharp_d2 += np.float32(relative_sharpness[ch] ** 2) * step2
-            log_terms[c] = np.float32(np.log(weight)) - d2 / np.float32(h2)
-            if model.labels[row] in STRUCTURE_LABELS:
-                np.minimum(nearest_structure, sharp_d2, out=nearest_structure)
-        top = log_terms.max(axis=0)
-        nll[row] = -(top + np.log(np.exp(log_terms - top).sum(axis=0)))
-    # a voxel unlike every label (partial volume of two unseeded tissues) favours none
-    best = np.minimum(nll.min(axis=0), np.float32(0.5 * params.outlier_levels**2))
-    if params.unlike_structures_is_other:
-        unlike = nearest_structure > np.float32(params.outlier_levels**2)
-        for row, label in enumerate(model.labels):
-            if label not in STRUCTURE_LABELS:
-                nll[row, unlike] = np.minimum(nll[row, unlike], best[unlike])
-    nll -= best
-    np.maximum(nll, 0.0, out=nll)
-    np.multiply(nll, 2.0, out=nll)
-    return np.sqrt(nll, out=nll)
+    counts = [len(centres) for centres in model.centres]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    centres = np.concatenate(model.centres).astype(np.float64).reshape(-1, n_channels)
+    log_weights = np.log(np.concatenate(model.weights).astype(np.float64))
+    out = np.empty((len(model.labels), n), dtype=np.float32)
+    _unlikeliness_kernel(
+        z,
+        low,
+        high,
+        coarse_row,
+        np.ascontiguousarray(centres),
+        log_weights,
+        offsets,
+        np.array([label in STRUCTURE_LABELS for label in model.labels], dtype=np.bool_),
+        np.asarray(relative_sharpness, dtype=np.float64) ** 2,
+        1.0 / (2.0 * params.kernel_width**2),
+        0.5 * params.outlier_levels**2,  # a voxel unlike every label favours none
+        float(params.outlier_levels**2),
+        bool(params.unlike_structures_is_other),
+        out,
+    )
+    return out
 
 
 @_jit
