@@ -288,6 +288,24 @@ def learn_model(
     )
 
 
+_BLOCK = 128  # voxels per pass of :func:`_unlikeliness_kernel`'s loops (its buffers stay in L1)
+
+
+@_jit
+def _exp_gap(x):
+    """``exp(x)`` for ``x <= 0`` within 1e-12 (relative), ``exp(-40)`` below -40 (too small
+    to change a sum whose largest term is 1): the Taylor polynomial of ``exp(x / 256)``,
+    squared 8 times. Multiplies and adds only, so that a loop of it is vectorised (libm's
+    ``exp`` is a call per value, 2-3 times slower). NaN in, NaN or anything out."""
+    r = max(x, -40.0) * 0.00390625
+    p = 1.0 / 362880.0
+    for d in (40320.0, 5040.0, 720.0, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0):
+        p = p * r + 1.0 / d
+    for _ in range(8):
+        p = p * p
+    return p
+
+
 @_jit
 def _unlikeliness_kernel(
     z,
@@ -305,82 +323,100 @@ def _unlikeliness_kernel(
     other_rule,
     out,
 ):
-    """:func:`unlikeliness`'s voxels, one at a time, in float64: ``z`` (C, n) float32;
-    channel ``ch`` is measured by its range ``low``/``high`` (R, n) row ``coarse_row[ch]``
-    where that is not -1; ``centres`` (K, C) and ``log_weights`` (K,) of all the labels, label
-    ``row``'s at ``offsets[row]:offsets[row + 1]``; ``structure`` (L,) marks labels 1-4;
-    ``sharp2`` (C,) the squared relative sharpnesses. Writes ``out`` (L, n) float32.
+    """:func:`unlikeliness` in float64, blocks of ``_BLOCK`` voxels at a time.
 
-    Per label the log-sum-exp of ``log w - d2 / (2 width^2)`` is taken about its largest
-    term; terms more than 40 below it (each under 5e-18 of it) are left out of the sum: they
-    cannot change it in float64. A voxel with a NaN (or every term of a label -inf) is NaN
-    for every label, as numpy's arithmetic made it."""
+    ``z`` (C, n) float32; a channel ``ch`` with ``coarse_row[ch] >= 0`` is measured by its
+    range ``low``/``high`` (R, n) float32, row ``coarse_row[ch]``. ``centres`` (K, C) and
+    ``log_weights`` (K,): every label's kernels, label ``row``'s at
+    ``offsets[row]:offsets[row + 1]``; ``structure`` (L,) marks labels 1-4; ``sharp2`` (C,)
+    the squared relative sharpnesses; ``inv_h2`` 1 / (2 kernel_width^2); ``cap`` the outlier
+    cap of ``best``; ``outlier2`` outlier_levels^2. Writes ``out`` (L, n) float32.
+
+    Per label and voxel the log-sum-exp is taken about its largest term (:func:`_exp_gap`).
+    A voxel with a NaN value (or a label all of whose terms are -inf: an infinite value) is
+    NaN for every label, as numpy's float32 arithmetic made it."""
     n_channels, n = z.shape
     n_labels = offsets.size - 1
     most = 0
     for row in range(n_labels):
         most = max(most, offsets[row + 1] - offsets[row])
-    terms = np.empty(most)
-    nll = np.empty(n_labels)
-    value = np.empty(n_channels)
-    lo = np.empty(n_channels)
-    hi = np.empty(n_channels)
-    for v in range(n):
+    terms = np.empty((most, _BLOCK))
+    top = np.empty(_BLOCK)
+    total = np.empty(_BLOCK)
+    d2 = np.empty(_BLOCK)
+    sharp_d2 = np.empty(_BLOCK)
+    nearest = np.empty(_BLOCK)  # squared sharpness-weighted distance to a structure's centre
+    best = np.empty(_BLOCK)
+    bad = np.empty(_BLOCK, dtype=np.bool_)
+    nll = np.empty((n_labels, _BLOCK))
+    for start in range(0, n, _BLOCK):
+        b = min(_BLOCK, n - start)
+        for i in range(b):
+            nearest[i] = np.inf
+            best[i] = cap
+            bad[i] = False
         for ch in range(n_channels):
-            value[ch] = z[ch, v]
             r = coarse_row[ch]
-            if r >= 0:
-                lo[ch] = low[r, v]
-                hi[ch] = high[r, v]
-        bad = False
-        nearest = np.inf  # squared sharpness-weighted distance to the nearest structure centre
-        best = cap
+            for i in range(b):
+                v = start + i
+                if r >= 0:
+                    if low[r, v] != low[r, v] or high[r, v] != high[r, v]:
+                        bad[i] = True
+                elif z[ch, v] != z[ch, v]:
+                    bad[i] = True
         for row in range(n_labels):
             first = offsets[row]
-            top = -np.inf
-            for c in range(first, offsets[row + 1]):
-                d2 = 0.0
-                sharp_d2 = 0.0
+            count = offsets[row + 1] - first
+            for i in range(b):
+                top[i] = -np.inf
+            for k in range(count):
+                c = first + k
+                for i in range(b):
+                    d2[i] = 0.0
+                    sharp_d2[i] = 0.0
                 for ch in range(n_channels):
                     mu = centres[c, ch]
-                    if coarse_row[ch] >= 0:
-                        below = lo[ch] - mu
-                        above = mu - hi[ch]
-                        step = max(below, above, 0.0)
-                        if below != below or above != above:
-                            step = np.nan
+                    s2 = sharp2[ch]
+                    r = coarse_row[ch]
+                    if r >= 0:  # no distance to a centre within the voxel's range
+                        for i in range(b):
+                            step = max(low[r, start + i] - mu, mu - high[r, start + i], 0.0)
+                            d2[i] += step * step
+                            sharp_d2[i] += s2 * (step * step)
                     else:
-                        step = value[ch] - mu
-                    step2 = step * step
-                    d2 += step2
-                    sharp_d2 += sharp2[ch] * step2
-                t = log_weights[c] - d2 * inv_h2
-                terms[c - first] = t
-                if t > top:
-                    top = t
-                elif t != t:
-                    bad = True
-                if structure[row] and sharp_d2 < nearest:
-                    nearest = sharp_d2
-            if top == -np.inf:
-                bad = True
-            total = 0.0
-            for k in range(offsets[row + 1] - first):
-                gap = terms[k] - top
-                if gap > -40.0:
-                    total += math.exp(gap)
-            nll[row] = -(top + math.log(total))
-            best = min(best, nll[row])
-        if bad:
-            for row in range(n_labels):
-                out[row, v] = np.nan
-            continue
-        unlike = other_rule and nearest > outlier2
+                        for i in range(b):
+                            step = z[ch, start + i] - mu
+                            d2[i] += step * step
+                            sharp_d2[i] += s2 * (step * step)
+                lw = log_weights[c]
+                for i in range(b):
+                    t = lw - d2[i] * inv_h2
+                    terms[k, i] = t
+                    top[i] = max(top[i], t)
+                if structure[row]:
+                    for i in range(b):
+                        nearest[i] = min(nearest[i], sharp_d2[i])
+            for i in range(b):
+                total[i] = 0.0
+            for k in range(count):
+                for i in range(b):
+                    total[i] += _exp_gap(terms[k, i] - top[i])
+            for i in range(b):
+                if top[i] == -np.inf:
+                    bad[i] = True
+                x = -(top[i] + math.log(total[i]))
+                nll[row, i] = x
+                best[i] = min(best[i], x)
+        # a voxel unlike every structure (further than outlier_levels) is no unlikelier for
+        # an "other" label than for its likeliest label
         for row in range(n_labels):
-            x = nll[row]
-            if unlike and not structure[row]:
-                x = min(x, best)
-            out[row, v] = math.sqrt(2.0 * max(x - best, 0.0))
+            other = other_rule and not structure[row]
+            for i in range(b):
+                x = nll[row, i]
+                if other and nearest[i] > outlier2:
+                    x = min(x, best[i])
+                x = math.sqrt(2.0 * max(x - best[i], 0.0))
+                out[row, start + i] = np.nan if bad[i] else x
 
 
 def unlikeliness(
@@ -402,25 +438,23 @@ def unlikeliness(
     all, whatever "other" tissue was stroked (an unstroked disc next to the mass is not mass
     because it is unlike "other" muscle too).
 
-    Float32 in and out (``z`` is read as float32); each voxel is computed in float64 by
-    :func:`_unlikeliness_kernel`.
+    Values and ranges are read as float32 and the result is float32; in between every voxel
+    is computed in float64 (:func:`_unlikeliness_kernel`).
     """
     z = np.ascontiguousarray(z, dtype=np.float32)
     n_channels, n = z.shape
     coarse = [ch for ch in range(n_channels) if ranges and ch in ranges]
     coarse_row = np.full(n_channels, -1, dtype=np.int64)
-    coarse_row[coarse] = np.arange(len(coarse))
     low = np.empty((len(coarse), n), dtype=np.float32)
     high = np.empty((len(coarse), n), dtype=np.float32)
     for r, ch in enumerate(coarse):
+        coarse_row[ch] = r
         low[r], high[r] = ranges[ch]
     # a blurred channel (a PET on the MRI grid) averages over its point spread: near a hot
     # mass every tissue looks unlike its strokes there, so it counts by its relative sharpness
     relative_sharpness = model.sharpness / max(float(model.sharpness.max()), 1e-12)
-    counts = [len(centres) for centres in model.centres]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    offsets = np.cumsum([0] + [len(centres) for centres in model.centres], dtype=np.int64)
     centres = np.concatenate(model.centres).astype(np.float64).reshape(-1, n_channels)
-    log_weights = np.log(np.concatenate(model.weights).astype(np.float64))
     out = np.empty((len(model.labels), n), dtype=np.float32)
     _unlikeliness_kernel(
         z,
@@ -428,7 +462,7 @@ def unlikeliness(
         high,
         coarse_row,
         np.ascontiguousarray(centres),
-        log_weights,
+        np.log(np.concatenate(model.weights).astype(np.float64)),
         offsets,
         np.array([label in STRUCTURE_LABELS for label in model.labels], dtype=np.bool_),
         np.asarray(relative_sharpness, dtype=np.float64) ** 2,
