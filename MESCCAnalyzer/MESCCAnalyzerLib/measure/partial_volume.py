@@ -10,18 +10,21 @@ is the cord's share of that voxel.
 
 :func:`cord_fractions` applies this on the cord's outline, in each slice (the chords are
 measured in the section planes): the cord voxels with a non-cord neighbour and the non-cord
-voxels with a cord neighbour (4-neighbours in the slice). The neighbour tissue is taken from
-the labels, against the CSF and the mass only: each is one tissue, while the other labels
-hold several (bone: marrow and cortex; background: fat, disc, muscle) whose local mean would
-not be the neighbour's intensity. The local means come from the voxels off every outline
-(Gaussian-weighted, ``MEAN_SIGMA_MM``), so they follow a coil's shading; a voxel is refined
-only where the two means differ by ``MIN_CONTRAST`` times the noise (the spread of the
-cord's own voxels), else it keeps its label. Fractions are clipped to [0, 1]: a voxel holds
-no less than none and no more than all of the cord.
+voxels with a cord neighbour (4-neighbours in the slice). The neighbour tissue is the label
+across the edge: CSF, mass, background (epidural fat pressed on a flattened cord) or bone
+(cortex). Its mean is taken just beyond the edge (2 to ``SHELL_PIXELS`` pixels out, off every
+outline between labels), where the background and bone labels, which hold several tissues,
+still hold one; a neighbour whose voxels there spread by more than ``MAX_SPREAD`` times the
+noise is not one tissue, and its edge is left alone. The cord's mean comes from its own
+voxels off every outline. Both are Gaussian-weighted (``MEAN_SIGMA_MM``), so they follow a
+coil's shading. A voxel is refined only where the two means differ by ``MIN_CONTRAST``
+times the noise (the robust spread of the cord's own voxels), else it keeps its label.
+Fractions are clipped to [0, 1]: a voxel holds no less than none and no more than all of
+the cord.
 
 The CSF takes the rest of the voxels it shares with the cord (``1 - f`` where the neighbour
 is CSF), so the thecal sac (cord + CSF) keeps its outline while the cord's edge inside it
-moves; against the mass, the sac's edge is the cord's.
+moves; against the mass or fat, the sac's edge is the cord's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .. import LABEL_BONE, LABEL_CORD, LABEL_CSF, LABEL_MASS
 from ..errors import InputError
 from ..geometry import same_grid
 
@@ -41,7 +45,8 @@ MEAN_SIGMA_MM = 3.0
 # must look like one tissue: a spread of at most MAX_SPREAD times the noise.
 SHELL_PIXELS = 4
 MAX_SPREAD = 2.0
-# Smallest Gaussian weight of a local mean (about a tenth of a voxel's own weight).
+# Smallest Gaussian weight of a local mean: below it the mean rests on less than about half a
+# voxel (one voxel weighs 2.5e-3 on a 0.6 x 0.6 x 3 mm grid at sigma 3 mm).
 MIN_WEIGHT = 1e-3
 # Contrast needed to refine an edge, in units of the noise: below it one voxel's fraction
 # would be mostly noise (at 4 sigma its error is a quarter of a voxel).
@@ -108,9 +113,9 @@ def cord_fractions(
     labels: sitk.Image,
     image: sitk.Image,
     *,
-    cord_label: int = 1,
-    csf_label: int = 2,
-    neighbours: tuple[int, ...] = (2, 3, 0, 4),
+    cord_label: int = LABEL_CORD,
+    csf_label: int = LABEL_CSF,
+    neighbours: tuple[int, ...] = (LABEL_CSF, LABEL_MASS, 0, LABEL_BONE),
 ) -> Fractions:
     """The cord's and the CSF's share of each voxel of ``labels`` (see the module docstring).
 
