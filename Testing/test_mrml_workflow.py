@@ -93,6 +93,7 @@ def test_metrics_from_the_segmentation_node_grade_the_phantom(a_sample_session):
     assert m["bilsky_grade"] == truth["grade"]
     assert m["mscc_percent"] == pytest.approx(truth["mscc_percent"], abs=5.0)  # the 5 pp
     assert m["suv_max"] > 3.0  # the PET followed the CT through the transform onto the MRI
+    assert m["cord_outline"] == "mri"  # the panel measures as mescc analyze: with its MRI
     assert s["scene"].GetNumberOfNodesByClass("vtkMRMLModelNode") >= 3
 
 
