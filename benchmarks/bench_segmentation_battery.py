@@ -15,11 +15,18 @@ axial slices. docs/segmentation.md holds the last table.
 
     nice .venv/bin/python benchmarks/bench_segmentation_battery.py [--cases 30] [--threads 2]
         [--methods paths,watershed,plain,growcut] [--no-real] [--repeat 1]
+        [--battery-seed 0] [--param NAME=VALUE ...]
+
+``--battery-seed`` draws another 30 cases (the same variations, other random anatomy, levels,
+noise and strokes: a held-out check of anything chosen on seed 0); ``--param`` sets a
+:class:`PathParameters` field of the ``paths`` method (an ablation, e.g.
+``--param release_unlike_mass=false``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -78,11 +85,31 @@ def growcut_available() -> bool:
         return False
 
 
+PATH_PARAMETERS = PathParameters()  # --param changes it
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` for a :class:`PathParameters` field, VALUE read as the field's type."""
+    name, _, value = text.partition("=")
+    default = getattr(PathParameters(), name, None)
+    if default is None or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME=VALUE with NAME a PathParameters field")
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"{text!r}: true or false")
+        return name, value.lower() == "true"
+    try:
+        return name, type(default)(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _run(
     method: str, channels: list[sitk.Image], seeds: sitk.Image, resolution_mm: list[float]
 ) -> np.ndarray:
     if method == "paths":
-        return sitk.GetArrayFromImage(PathGrower(channels, resolution_mm=resolution_mm).grow(seeds))
+        grower = PathGrower(channels, resolution_mm=resolution_mm, params=PATH_PARAMETERS)
+        return sitk.GetArrayFromImage(grower.grow(seeds))
     if method == "plain":
         return sitk.GetArrayFromImage(
             PathGrower(channels, params=PathParameters.plain()).grow(seeds)
@@ -282,14 +309,22 @@ def main() -> int:
     parser.add_argument("--methods", default="paths,watershed,plain,growcut")
     parser.add_argument("--no-real", action="store_true")
     parser.add_argument("--draws", type=int, default=3, help="stroke draws per real image")
+    parser.add_argument("--battery-seed", type=int, default=0, help="another draw of the cases")
+    parser.add_argument(
+        "--param", type=parse_param, action="append", default=[], help="NAME=VALUE (paths)"
+    )
     args = parser.parse_args()
+    global PATH_PARAMETERS
+    PATH_PARAMETERS = dataclasses.replace(PathParameters(), **dict(args.param))
+    if args.param:
+        print("paths parameters changed:", ", ".join(f"{k}={v}" for k, v in args.param))
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
     methods = [m for m in args.methods.split(",") if m != "growcut" or growcut_available()]
     rows = []
     print(
         f"{'case':<24}{'method':<11}{'channels':<11}{'cord':>7}{'CSF':>7}{'mass':>7}{'vol':>8}{'s':>7}"
     )
-    for variation in battery(args.cases):
+    for variation in battery(args.cases, seed=args.battery_seed):
         for r in run_case(variation, methods, args.repeat):
             rows.append(r)
             print(
