@@ -120,15 +120,9 @@ def test_analyze_takes_the_pet_mr_pet_without_the_flag_and_the_uptake_lands_righ
     assert lesion["suv_max"] == pytest.approx(truth["suv"]["mass"], rel=0.10)
     assert lesion["suv_max"] == pytest.approx(truth["pet_mr"]["mass_suv_max"], rel=0.10)
     # where the PET landed: test_the_pet_mr_uptake_sits_on_the_mass_in_the_mri_frame below;
-    # the mass volume this segmentation gives: the xfail below
+    # the mass volume this segmentation gives: the test below
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16: the shortest-path T2 + PET segmentation over-grows the PET/MR phantom's "
-    "mass by 10.5 % (6.62 ml against 5.99; the watershed before it: 5.72 ml, -4.5 %); a "
-    "misplaced PET grew it to 9.64 ml",
-)
 def test_the_pet_mr_mass_volume_is_within_ten_percent(pet_mr_study, tmp_path):
     folder, seeds, truth = pet_mr_study
     out = tmp_path / "out"

@@ -227,14 +227,15 @@ def a_demo_session(a_served_demo, tmp_path_factory):
         seen["step4"] = page.screenshot("4_metrics")
         seen["timings_s"]["4 metrics"] = time.monotonic() - start
 
-        # the level table: a click on the (first) row holding the lesion jumps the views there
+        # the level table: a click on the first row without the lesion jumps the views there
+        # (another vertebra than the worst section's, where the page opens)
         # the slice offsets the page's sliders hold (axial Red, coronal Green, sagittal Yellow)
         sliders = """['Red', 'Green', 'Yellow'].map(
             v => window.trame.state.state[v + '__SliderState__value'])"""
         seen["sliders_before"] = b.evaluate(sliders)
         row = b.evaluate(
             """Array.from(document.querySelectorAll('#levels-table tbody tr.level-row'))
-                .findIndex(r => r.querySelectorAll('td')[4].innerText.trim() !== '')"""
+                .findIndex(r => r.querySelectorAll('td')[4].innerText.trim() === '')"""
         )
         seen["jump_row"] = row
         b.click(f"#level-{row}")
@@ -244,6 +245,14 @@ def a_demo_session(a_served_demo, tmp_path_factory):
         time.sleep(1.0)  # the sliders follow the slice nodes' next modification
         seen["sliders_after"] = b.evaluate(sliders)
         seen["step4_level"] = page.screenshot("4_levels")
+        # back to the lesion's (first) level for the teaching views below
+        lesion_row = b.evaluate(
+            """Array.from(document.querySelectorAll('#levels-table tbody tr.level-row'))
+                .findIndex(r => r.querySelectorAll('td')[4].innerText.trim() !== '')"""
+        )
+        b.click(f"#level-{lesion_row}")
+        page.wait_idle()
+        time.sleep(1.0)
 
         # teaching: what each metric measures, the mass highlighted
         b.click("#teaching")
@@ -387,7 +396,7 @@ def test_a_click_on_a_level_row_moves_the_slice_views_to_that_level(a_demo_sessi
     s = a_demo_session
     metrics = json.loads((s["out"] / "metrics.json").read_text(encoding="utf-8"))
     row = metrics["levels"][s["jump_row"]]
-    assert row["lesion_ids"] == [1]
+    assert row["lesion_ids"] == []
     reader = vtk.vtkXMLPolyDataReader()
     reader.SetFileName(str(s["out"] / "models" / "cord_centerline.vtp"))
     reader.Update()
