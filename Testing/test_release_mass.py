@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from grower_checks import full_solve_on
 
 from MESCCAnalyzerLib import LABEL_MASS
 from MESCCAnalyzerLib.segmentation.paths import PathGrower, PathParameters, unlike_mass
@@ -153,20 +154,6 @@ def test_a_cancelled_full_solve_leaves_no_update_to_start_from():
     assert grower.full_solves == 2
 
 
-def _full_solve_on(grower: PathGrower, seeds: sitk.Image) -> np.ndarray:
-    """A full solve from scratch on ``grower``'s graph (its model, the mass's closed voxels)."""
-    sl = grower._box.slices_kji
-    seeds_box = np.array(sitk.GetArrayViewFromImage(seeds)[sl], dtype=np.uint16)
-    labels = grower._state["labels"]
-    dist, lab, sources = grower._graph.seeded(seeds_box, labels)
-    grower._graph.solve(dist, lab, sources)
-    lookup = np.array((0, *labels), dtype=np.uint16)
-    core = np.where(np.isfinite(dist[1:-1, 1:-1, 1:-1]), lookup[lab[1:-1, 1:-1, 1:-1] + 1], 0)
-    full = np.zeros(sitk.GetArrayViewFromImage(seeds).shape, dtype=np.uint8)
-    full[sl] = np.where(core <= 4, core, 0)
-    return full
-
-
 def _battery_case(index):
     from MESCCAnalyzerLib.phantom.variation import battery, make_case, smaller
     from MESCCAnalyzerLib.segmentation.seeds import strokes_from_labels
@@ -190,4 +177,4 @@ def test_the_mass_regrown_after_the_release_equals_a_full_solve(case):
     out = sitk.GetArrayFromImage(grower.grow(seeds))
     assert grower.released is not None and grower.released.any()
     assert grower.last_update_voxels < 2 * np.prod(grower._graph.shape)  # under two full solves
-    assert np.array_equal(out, _full_solve_on(grower, seeds))
+    assert np.array_equal(out, full_solve_on(grower, seeds))

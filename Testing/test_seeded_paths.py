@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from grower_checks import full_solve_on
 
 from MESCCAnalyzerLib.errors import Cancelled, InputError
 from MESCCAnalyzerLib.phantom.anatomy import CORD, CSF, DISC, FAT, MARROW, MASS
@@ -152,23 +153,7 @@ def test_an_update_after_one_more_stroke_equals_a_full_re_solve(cases):
     assert grower.feature_computations == 1  # ... on the cached denoised channels ...
     assert grower.last_update_voxels < sitk.GetArrayViewFromImage(seeds).size  # ... local
     # the same model (learnt from the first strokes), solved from scratch with the new strokes
-    assert np.array_equal(updated, sitk.GetArrayFromImage(_solve_with(grower, more)))
-
-
-def _solve_with(grower: PathGrower, seeds: sitk.Image) -> sitk.Image:
-    """A full solve with ``grower``'s cached model and graph (no re-learning)."""
-    sl = grower._box.slices_kji
-    seeds_box = np.array(sitk.GetArrayViewFromImage(seeds)[sl], dtype=np.uint16)
-    labels = grower._state["labels"]
-    dist, lab, sources = grower._graph.seeded(seeds_box, labels)
-    grower._graph.solve(dist, lab, sources)
-    lookup = np.array((0, *labels), dtype=np.uint16)
-    core = np.where(np.isfinite(dist[1:-1, 1:-1, 1:-1]), lookup[lab[1:-1, 1:-1, 1:-1] + 1], 0)
-    full = np.zeros(sitk.GetArrayViewFromImage(seeds).shape, dtype=np.uint8)
-    full[sl] = np.where(core <= 4, core, 0)
-    image = sitk.GetImageFromArray(full)
-    image.CopyInformation(seeds)
-    return image
+    assert np.array_equal(updated, full_solve_on(grower, more))
 
 
 def test_an_uninformative_channel_does_not_hurt(cases):
