@@ -1263,12 +1263,23 @@ class PathGrower:
         around = sitk.GetArrayViewFromImage(sitk.BinaryDilate(image, [1, 1, 1], sitk.sitkBox))
         start = ((around != 0) & ~reset & np.isfinite(core)) | (seeds_box == LABEL_MASS)
         sources = np.ravel_multi_index(tuple(v + 1 for v in np.nonzero(start)), dist.shape)
+        dist, lab, settled, _ = self._solve_after(
+            before, dist, lab, sources, seeds_box, labels, cancel
+        )
+        return dist, lab, settled
+
+    def _solve_after(self, before, dist, lab, sources, seeds_box, labels, cancel):
+        """:meth:`_Graph.solve` as an update of the solution ``before`` (from ``sources`` on
+        ``dist``/``lab``), or, should its re-pricing not converge, a full solve (exact).
+        Returns the distances, labels, voxels settled and rounds (``_MAX_ROUNDS + 1``: the
+        full solve)."""
         try:
-            settled, _ = self._graph.solve(dist, lab, sources, before=before, cancel=cancel)
+            settled, rounds = self._graph.solve(dist, lab, sources, before=before, cancel=cancel)
         except _NotConverged:  # never seen; the full solve is exact
             dist, lab, sources = self._graph.seeded(seeds_box, labels)
             settled, _ = self._graph.solve(dist, lab, sources, cancel=cancel)
-        return dist, lab, settled
+            rounds = _MAX_ROUNDS + 1
+        return dist, lab, settled, rounds
 
     def _update(self, seeds_box, state, cancel):
         """Dijkstra from the added strokes on the previous solution (see :meth:`_Graph.solve`);
@@ -1282,12 +1293,8 @@ class PathGrower:
         dist[1:-1, 1:-1, 1:-1][added] = 0.0
         lab[1:-1, 1:-1, 1:-1][added] = index
         sources = np.ravel_multi_index(tuple(v + 1 for v in np.nonzero(added)), dist.shape)
-        try:
-            self.last_update_voxels, self.last_update_rounds = self._graph.solve(
-                dist, lab, sources, before=(state["dist"], state["lab"]), cancel=cancel
-            )
-        except _NotConverged:  # never seen; the full solve is exact
-            dist, lab, sources = self._graph.seeded(seeds_box, state["labels"])
-            self.last_update_voxels, _ = self._graph.solve(dist, lab, sources, cancel=cancel)
-            self.last_update_rounds = _MAX_ROUNDS + 1
+        before = (state["dist"], state["lab"])
+        dist, lab, self.last_update_voxels, self.last_update_rounds = self._solve_after(
+            before, dist, lab, sources, seeds_box, state["labels"], cancel
+        )
         return dist, lab
